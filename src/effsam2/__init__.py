@@ -1,0 +1,22 @@
+"""effsam2: fast promptable video object segmentation for the SAM 2 family."""
+
+from effsam2.errors import (
+    CheckpointError,
+    DatasetError,
+    Effsam2Error,
+    PromptError,
+    UnknownModelError,
+    VideoError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CheckpointError",
+    "DatasetError",
+    "Effsam2Error",
+    "PromptError",
+    "UnknownModelError",
+    "VideoError",
+    "__version__",
+]
