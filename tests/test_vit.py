@@ -89,17 +89,18 @@ def test_matches_official(ti_outputs, encoder_ref, key: str, atol: float) -> Non
     assert diff <= atol, f"{key}: max abs diff {diff:.3g} > {atol}"
 
 
-@pytest.mark.parametrize("size", [256, 1024, 224, 400])
-def test_other_image_sizes(size: int) -> None:
+@pytest.mark.parametrize("hw", [(256, 256), (1024, 1024), (224, 224), (400, 400), (256, 512)])
+def test_other_image_sizes(hw: tuple[int, int]) -> None:
+    """Grids that are / are not multiples of the 14-token window, and a non-square input."""
     torch.manual_seed(0)
     trunk, neck = build(192, 3)
     with torch.no_grad():
         torch.nn.init.normal_(trunk.pos_embed, std=0.02)
-        out = trunk(torch.randn(1, 3, size, size))
+        out = trunk(torch.randn(1, 3, *hw))
         feats, pos = neck(out)
-    g = size // 16
-    assert out[0].shape == (1, 192, g, g)
-    assert feats[0].shape == pos[0].shape == (1, 256, g, g)
+    gh, gw = hw[0] // 16, hw[1] // 16
+    assert out[0].shape == (1, 192, gh, gw)
+    assert feats[0].shape == pos[0].shape == (1, 256, gh, gw)
     assert torch.isfinite(feats[0]).all()
 
 
