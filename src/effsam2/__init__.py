@@ -9,6 +9,9 @@ from effsam2.errors import (
     VideoError,
 )
 
+from effsam2.build import build_model
+from effsam2.configs import get_config, list_models
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -19,4 +22,7 @@ __all__ = [
     "UnknownModelError",
     "VideoError",
     "__version__",
+    "build_model",
+    "get_config",
+    "list_models",
 ]
