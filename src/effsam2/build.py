@@ -7,6 +7,7 @@ import os
 
 import torch
 
+from effsam2.accel.spec import AccelSpec, make_memory_backend
 from effsam2.checkpoint import load_into, read_state_dict
 from effsam2.configs import HieraConfig, ModelConfig, get_config, list_models
 from effsam2.modeling.hiera import Hiera
@@ -26,20 +27,27 @@ def build_image_encoder(config: ModelConfig) -> ImageEncoder:
     return build_vit_encoder(config)
 
 
-def build_from_config(config: ModelConfig, memory_backend=None) -> SAM2Model:
-    """An untrained model of ``config`` (official default initialisation) in train mode on the CPU."""
-    return SAM2Model(config, build_image_encoder(config), memory_backend)
+def build_from_config(config: ModelConfig, accel: AccelSpec | None = None) -> SAM2Model:
+    """An untrained model of ``config`` (official default initialisation) in train mode on the CPU.
+
+    Without ``accel`` the model runs the accelerations its official config uses (dense for SAM 2).
+    """
+    accel = accel if accel is not None else AccelSpec.parse(config.memory_attention)
+    return SAM2Model(config, build_image_encoder(config), make_memory_backend(accel), accel)
 
 
 def build_model(name: str, checkpoint: str | os.PathLike | None = None, *, device: str | torch.device = "cpu",
-                image_size: int | None = None, memory_backend=None) -> SAM2Model:
+                image_size: int | None = None, accel: AccelSpec | str | None = None, **accel_options) -> SAM2Model:
     """Build a named model in eval mode, loading an official checkpoint if given.
 
     ``image_size`` builds a reduced-resolution variant (e.g. 512 for fast tests or faster, less accurate
-    tracking). ``memory_backend`` replaces the dense memory cross-attention (see ``effsam2.accel``).
+    tracking). ``accel`` chooses accelerations (``"pool"``, ``"smr"``, ``"swr+smr"``..., see
+    :class:`effsam2.accel.spec.AccelSpec`); ``accel_options`` set their parameters (e.g. smr_sparsity=0.9).
     """
     config = get_config(name, image_size)
-    model = build_from_config(config, memory_backend)
+    if isinstance(accel, str) or (accel is None and accel_options):
+        accel = AccelSpec.parse(accel or config.memory_attention, **accel_options)
+    model = build_from_config(config, accel)
     if checkpoint is not None:
         load_into(model, read_state_dict(checkpoint), name, str(checkpoint), matching_models)
     return model.to(device).eval()

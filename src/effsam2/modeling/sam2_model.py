@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.init import trunc_normal_
 
+from effsam2.accel.spec import AccelSpec
 from effsam2.configs import ModelConfig
 from effsam2.modeling.common import MLP
 from effsam2.modeling.image_encoder import ImageEncoder
@@ -72,9 +73,11 @@ class HeadOutput:
 
 
 class SAM2Model(nn.Module):
-    def __init__(self, config: ModelConfig, image_encoder: ImageEncoder, memory_backend=None) -> None:
+    def __init__(self, config: ModelConfig, image_encoder: ImageEncoder, memory_backend=None,
+                 accel: AccelSpec | None = None) -> None:
         super().__init__()
         self.config = config
+        self.accel = accel if accel is not None else AccelSpec()  # plain data: which accelerations run
         tc = config.tracker
         c, mem = config.d_model, config.mem_dim
         self.image_encoder = image_encoder

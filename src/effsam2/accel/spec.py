@@ -1,0 +1,95 @@
+"""Acceleration specs: which accelerations a model runs with, parsed from strings like ``swr+smr``.
+
+A spec is plain data. ``make_memory_backend`` turns its memory part into the backend object that the
+model's memory attention uses; the window-routing part (SWR) is read by the predictors, which own the
+router and its trained shortcut.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from effsam2.errors import Effsam2Error
+
+# Names accepted in a spec, joined with '+'.
+POOL = "pool"  # EfficientTAM pooled memory attention, exact form (ln(window area) logit bias)
+POOL_SDPA = "pool-sdpa"  # EfficientTAM's fused form (bias added to the key vectors, then SDPA)
+SMR = "smr"  # Sparse Memory Retrieval
+SWR = "swr"  # Sparse Window Routing
+DENSE = "dense"
+KNOWN = (DENSE, POOL, POOL_SDPA, SMR, SWR)
+
+
+@dataclass(frozen=True)
+class AccelSpec:
+    pool: str | None = None  # None, "exact" or "sdpa"
+    pool_window: int = 2
+    smr: bool = False
+    smr_sparsity: float = 0.95
+    swr: bool = False
+    swr_shortcut: str | None = None  # path of the trained shortcut (safetensors)
+    swr_fraction: float | None = None  # benchmark only: force this fraction of stage-3 windows
+
+    @classmethod
+    def parse(cls, text: str | None, **options) -> AccelSpec:
+        """``"dense"``, ``"pool"``, ``"pool-sdpa"``, ``"smr"``, ``"swr"`` or '+'-joined combinations.
+
+        ``options`` set the numeric settings (pool_window, smr_sparsity, swr_shortcut, swr_fraction).
+        """
+        spec = cls()
+        parts = [p.strip().lower() for p in (text or DENSE).split("+") if p.strip()]
+        unknown = [p for p in parts if p not in KNOWN]
+        if unknown:
+            raise Effsam2Error(f"unknown acceleration {unknown[0]!r} in {text!r}; known: {', '.join(KNOWN)}")
+        if POOL in parts and POOL_SDPA in parts:
+            raise Effsam2Error(f"choose one of {POOL} and {POOL_SDPA} in {text!r}")
+        if DENSE in parts and len(parts) > 1:
+            raise Effsam2Error(f"'dense' cannot be combined with other accelerations in {text!r}")
+        if POOL in parts:
+            spec = replace(spec, pool="exact")
+        if POOL_SDPA in parts:
+            spec = replace(spec, pool="sdpa")
+        spec = replace(spec, smr=SMR in parts, swr=SWR in parts)
+        spec = replace(spec, **{k: v for k, v in options.items() if v is not None})
+        spec.validate()
+        return spec
+
+    def validate(self) -> None:
+        if self.pool_window not in (1, 2, 4):
+            raise Effsam2Error(f"pool window must be 1, 2 or 4, got {self.pool_window}")
+        if not 0.0 <= self.smr_sparsity < 1.0:
+            raise Effsam2Error(f"SMR sparsity must be in [0, 1), got {self.smr_sparsity}")
+        if self.swr_fraction is not None and not 0.0 < self.swr_fraction <= 1.0:
+            raise Effsam2Error(f"SWR window fraction must be in (0, 1], got {self.swr_fraction}")
+
+    @property
+    def is_dense(self) -> bool:
+        return self.pool is None and not self.smr and not self.swr
+
+    @property
+    def label(self) -> str:
+        """Canonical short name, e.g. ``swr+smr`` or ``pool``."""
+        parts = []
+        if self.swr:
+            parts.append(SWR)
+        if self.pool is not None:
+            parts.append(POOL if self.pool == "exact" else POOL_SDPA)
+        if self.smr:
+            parts.append(SMR)
+        return "+".join(parts) or DENSE
+
+
+def make_memory_backend(spec: AccelSpec):
+    """The memory-attention backend for a spec (dense when it asks for no memory acceleration)."""
+    from effsam2.modeling.memory_attention import DenseMemoryBackend
+
+    # Each acceleration module owns its branch below.
+    if spec.smr:
+        from effsam2.accel.sparse_memory import make_sparse_backend
+
+        return make_sparse_backend(spec)
+    if spec.pool is not None:
+        from effsam2.accel.pooled_memory import make_pooled_backend
+
+        return make_pooled_backend(spec)
+    return DenseMemoryBackend()
