@@ -18,8 +18,9 @@ Access cost
 - A jump backward (or forward past a keyframe) seeks to the keyframe at or before the target and
   decodes forward from there. Frames before the landing keyframe in presentation order
   (open-GOP leading frames) are discarded, as they may reference data from before the seek.
-- When a jump goes backward, the frames just before the target (up to the cache capacity) are
-  kept too, so a reverse sweep costs one seek per ``capacity`` frames instead of one per frame.
+- When a jump goes backward, the frames just before the target are kept too (up to the cache
+  capacity when stepping back one frame, up to 16 for other backward jumps), so a reverse sweep
+  costs one seek per ``capacity`` frames instead of one per frame.
 
 Memory is bounded: at most ``capacity = max(2, cache_bytes // (H * W * 3))`` decoded RGB frames
 are cached (LRU), plus what the FFmpeg decoder holds internally (a few frames).
@@ -49,6 +50,7 @@ __all__ = ["DEFAULT_CACHE_BYTES", "NotAVideoError", "VideoFileSource"]
 
 #: Default budget for cached decoded frames (about 90 frames of 1280x720).
 DEFAULT_CACHE_BYTES = 256 * 2**20
+_JUMP_WINDOW = 16  # frames kept before the target of a backward jump that is not a reverse step
 
 
 class NotAVideoError(VideoError):
@@ -283,16 +285,22 @@ class VideoFileSource(FrameSource):
     def _get(self, idx: int) -> np.ndarray:
         if self._container is None:
             raise ValueError(f"{self.path}: frame source is closed")
-        backward = idx < self._last_requested
-        self._last_requested = idx
+        previous, self._last_requested = self._last_requested, idx
         cached = self._cache.get(idx)
         if cached is not None:
             self._cache.move_to_end(idx)
             return cached.copy()
         if self._gen is None or idx <= self._pos or self._seek_is_cheaper(idx):
             self._start_pass(idx)
-        # Going backward, also keep the frames just before idx: they are likely next.
-        keep_from = idx - self.capacity + 1 if backward else idx
+        # Going backward, also keep the frames just before idx: they are likely next. A full
+        # cache window for a reverse sweep (idx right before the previous request), a short one
+        # for other backward jumps, whose next request may not be idx - 1 (conversion costs).
+        if idx == previous - 1:
+            keep_from = idx - self.capacity + 1
+        elif idx < previous:
+            keep_from = idx - min(self.capacity, _JUMP_WINDOW) + 1
+        else:
+            keep_from = idx
         for fidx, frame in self._gen:
             if fidx <= self._pos:  # out-of-order output of a broken stream: ignore
                 continue
