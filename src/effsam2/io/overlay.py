@@ -88,6 +88,13 @@ def _even(rgb: np.ndarray) -> np.ndarray:
     return np.pad(rgb, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
 
 
+def _open_output(tmp: Path, path: Path, options: dict) -> av.container.OutputContainer:
+    try:
+        return av.open(str(tmp), "w", options=options)
+    except ValueError:  # PyAV: no muxer for this file name
+        raise VideoError(f"{path}: unknown video container for suffix {path.suffix!r} (use .mp4)") from None
+
+
 def write_overlay_video(
     path: str | os.PathLike[str],
     frames: FrameSource,
@@ -124,7 +131,7 @@ def write_overlay_video(
     height, width = frames.height + frames.height % 2, frames.width + frames.width % 2
     options = {"movflags": "+faststart"} if path.suffix.lower() in (".mp4", ".mov", ".m4v") else {}
     try:
-        with atomic_path(path) as tmp, av.open(str(tmp), "w", options=options) as container:
+        with atomic_path(path) as tmp, _open_output(tmp, path, options) as container:
             stream = container.add_stream(codec, rate=rate)
             stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
             if codec == "libx264":
