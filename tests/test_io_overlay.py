@@ -104,3 +104,13 @@ def test_overlay_labels_blend_and_outline():
     np.testing.assert_array_equal(overlay_labels(frame, None), frame)
     with pytest.raises(ValueError):
         write_overlay_video("x.mp4", gray_source(1), lambda i: None, alpha=2.0)
+
+
+def test_label_values_are_checked(tmp_path):
+    from effsam2.errors import PromptError
+
+    labels = np.zeros((47, 33), np.int64)
+    labels[0, 0] = 256
+    with pytest.raises(PromptError, match="256"):
+        write_overlay_video(tmp_path / "o.mp4", gray_source(2), lambda i: labels)
+    assert os.listdir(tmp_path) == []

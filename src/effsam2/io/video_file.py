@@ -301,19 +301,25 @@ class VideoFileSource(FrameSource):
             keep_from = idx - min(self.capacity, _JUMP_WINDOW) + 1
         else:
             keep_from = idx
-        for fidx, frame in self._gen:
-            if fidx <= self._pos:  # out-of-order output of a broken stream: ignore
-                continue
-            self._pos = fidx
-            if fidx > idx:
-                break
-            if fidx >= keep_from:
-                rgb = self._to_rgb(frame)
-                self._remember(fidx, rgb)
-                if fidx == idx:
-                    return rgb.copy()
-        else:
+        try:
+            for fidx, frame in self._gen:
+                if fidx <= self._pos:  # out-of-order output of a broken stream: ignore
+                    continue
+                self._pos = fidx
+                if fidx > idx:
+                    break
+                if fidx >= keep_from:
+                    rgb = self._to_rgb(frame)
+                    self._remember(fidx, rgb)
+                    if fidx == idx:
+                        return rgb.copy()
+            else:
+                self._gen = None
+        except BaseException:
+            # e.g. KeyboardInterrupt inside the decoder: that pass is dead; the next get() must
+            # start a new one rather than mistake the dead generator for the end of the stream.
             self._gen = None
+            raise
         detail = self._last_error or (
             f"demuxing stopped early: {self._index_error}" if self._index_error else "file truncated or damaged?"
         )
