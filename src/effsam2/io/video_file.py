@@ -81,7 +81,7 @@ class VideoFileSource(FrameSource):
 
     Extra attributes: ``path``, ``capacity`` (max cached frames), ``rotation`` (quarter turns
     counter-clockwise applied to the decoded pictures, 0..3), ``seeks`` (number of decode passes
-    started so far, for diagnostics).
+    started so far, for diagnostics), ``numbering`` ("pts" or "count", see module docstring).
     """
 
     def __init__(
@@ -328,6 +328,11 @@ class VideoFileSource(FrameSource):
     # ------------------------------------------------------------------------- interface
     def __len__(self) -> int:
         return self._n
+
+    @property
+    def numbering(self) -> str:
+        """How frames are identified: "pts" (timestamps, seekable) or "count" (from the start)."""
+        return "pts" if self._by_pts else "count"
 
     @property
     def cached_frames(self) -> int:
