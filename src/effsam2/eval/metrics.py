@@ -40,12 +40,14 @@ several-fold under load). torch tensors are accepted as inputs.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is accepted as input but not needed at import time
+    import torch
 
 __all__ = [
-    "MaskLike",
     "boundary_f_measure",
     "boundary_map",
     "boundary_radius",
@@ -54,21 +56,21 @@ __all__ = [
     "sequence_statistics",
 ]
 
-MaskLike = np.ndarray | torch.Tensor
-
 # Frames per batch: small batches keep the shared crop tight around moving objects.
 _BATCH = 8
 
 
-def _as_bool(x: MaskLike) -> np.ndarray:
+def _as_bool(x: np.ndarray | torch.Tensor) -> np.ndarray:
     """Any numpy array or tensor -> bool ndarray (non-zero = True), no copy when possible."""
-    if isinstance(x, torch.Tensor):
+    if hasattr(x, "detach"):  # a torch tensor (duck-typed so torch is not imported here)
         x = x.detach().cpu().numpy()
     x = np.asarray(x)
     return x if x.dtype == bool else x != 0
 
 
-def _as_batch(pred: MaskLike, gt: MaskLike) -> tuple[np.ndarray, np.ndarray, bool]:
+def _as_batch(
+    pred: np.ndarray | torch.Tensor, gt: np.ndarray | torch.Tensor
+) -> tuple[np.ndarray, np.ndarray, bool]:
     """Validate a (H, W) or (N, H, W) pair; returns (N, H, W) bool arrays and whether it was 2-D."""
     p, g = _as_bool(pred), _as_bool(gt)
     if p.shape != g.shape:
@@ -85,7 +87,7 @@ def _count(maps: np.ndarray) -> np.ndarray:
     return np.count_nonzero(maps, axis=(1, 2)).astype(np.float64)
 
 
-def region_similarity(pred: MaskLike, gt: MaskLike) -> float | np.ndarray:
+def region_similarity(pred: np.ndarray | torch.Tensor, gt: np.ndarray | torch.Tensor) -> float | np.ndarray:
     """Jaccard index J = |pred & gt| / |pred | gt|, 1 when both are empty.
 
     Args:
@@ -117,7 +119,7 @@ def boundary_radius(height: int, width: int, bound_th: float = 0.008) -> int:
     return math.ceil(bound_th * math.sqrt(height * height + width * width))
 
 
-def boundary_map(masks: MaskLike) -> np.ndarray:
+def boundary_map(masks: np.ndarray | torch.Tensor) -> np.ndarray:
     """One-pixel-wide boundaries of binary masks, as the official ``_seg2bmap`` draws them.
 
     Args:
@@ -182,7 +184,9 @@ def _crop_to_objects(p: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return p[:, y0:y1, x0:x1], g[:, y0:y1, x0:x1]
 
 
-def boundary_f_measure(pred: MaskLike, gt: MaskLike, bound_th: float = 0.008) -> float | np.ndarray:
+def boundary_f_measure(
+    pred: np.ndarray | torch.Tensor, gt: np.ndarray | torch.Tensor, bound_th: float = 0.008
+) -> float | np.ndarray:
     """Boundary F-measure between predicted and ground-truth masks (DAVIS F).
 
     Args:

@@ -59,7 +59,7 @@ def _open_png(path: Path) -> tuple[np.ndarray, str]:
             if img.format != "PNG":
                 raise DatasetError(f"not a PNG file ({img.format or 'unknown format'}): {path}")
             img.load()  # force decoding now so truncated files fail here, not later
-            return np.asarray(img), img.mode
+            return np.array(img), img.mode  # a writable copy: callers may edit labels
     except DatasetError:
         raise
     except FileNotFoundError:
