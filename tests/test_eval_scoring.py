@@ -140,6 +140,10 @@ def test_sav_layout_scoring(tmp_path):
     assert obj1.j_mean == pytest.approx(2 / 6)
     assert obj1.f_mean == boundary_f_measure(np.roll(gt, 2, axis=1), gt)
     assert res.j_mean == pytest.approx((1 + 2 / 6) / 2)
+    # unscored frames need no prediction (001's first frame 00004 is scored for 000 only)
+    for frame in ("00004", "00012"):
+        (pred / "001" / f"{frame}.png").unlink()
+    assert score_dataset(ds, tmp_path / "pred").j_mean == res.j_mean
     # a missing object folder is scored as empty, with a note
     shutil.rmtree(pred / "001")
     res = score_dataset(ds, tmp_path / "pred")
@@ -147,18 +151,33 @@ def test_sav_layout_scoring(tmp_path):
     assert any("object 001" in n for n in res.notes)
 
 
+def test_sav_label_map_predictions_rejected(tmp_path):
+    """SA-V object 000 is id 0, which a label map cannot hold: a clear error, not silent zeros."""
+    ds = open_dataset(make_sav(tmp_path / "ds"))
+    pred = tmp_path / "pred" / "sav_000001"
+    pred.mkdir(parents=True)
+    for t in range(13):
+        write_label_png(pred / f"{t:05d}.png", np.zeros((12, 16), np.uint8))
+    with pytest.raises(DatasetError, match="object id 0"):
+        score_dataset(ds, tmp_path / "pred")
+
+
 def test_callback_predictions(tmp_path):
     """Model-driven mode: a per-sequence callable serving {object id: mask} or label maps."""
     ds = open_dataset(make_davis17(tmp_path / "ds"))
 
     def per_sequence(seq):
-        return lambda frame: {oid: m for oid, m in seq.gt_masks(frame).items() if oid != 2}
+        def source(frame, object_ids):
+            assert object_ids == seq.object_ids  # DAVIS: every object is scored on every frame
+            return {oid: m for oid, m in seq.gt_masks(frame).items() if oid != 2}
+
+        return source
 
     res = score_dataset(ds, per_sequence, sequences=["two", "one"])
     assert res.predictions is None
     assert [o.j_mean for _, o in res.objects] == [1.0, 0.0, 1.0]
     seq = ds.sequence("one")
-    score, notes = score_sequence(seq, seq.label_map)
+    score, notes = score_sequence(seq, lambda frame, _: seq.label_map(frame))
     assert score.jf_mean == 1.0 and notes == []
 
 

@@ -22,7 +22,9 @@ exist) are empty masks; ids in a prediction that are not ground-truth objects ar
 reported in ``EvalResults.notes`` (the official DAVIS tool aborts instead).
 
 For a model-driven evaluation, pass ``score_dataset`` any ``predictions(sequence) -> MaskSource``
-callable instead of a folder, e.g. one that runs a tracker on the sequence and serves its output.
+callable instead of a folder, e.g. one that runs a tracker on the sequence (prompted with
+``sequence.gt_masks(first frame)``) and serves its output; a ``MaskSource`` is called as
+``source(frame, object_ids)`` and answers a label map or ``{object id: mask}``.
 """
 
 from __future__ import annotations
@@ -40,8 +42,9 @@ from effsam2.io.png_labels import read_label_png
 
 __all__ = ["MaskSource", "PredictionFolder", "score_dataset", "score_sequence"]
 
-# frame name -> (H, W) integer label map, or {object id: (H, W) mask}; missing objects are empty.
-MaskSource = Callable[[str], np.ndarray | Mapping[int, np.ndarray]]
+# (frame name, ids of the objects scored on it) -> (H, W) integer label map, or
+# {object id: (H, W) mask}; objects missing from the answer are empty masks.
+MaskSource = Callable[[str, tuple[int, ...]], np.ndarray | Mapping[int, np.ndarray]]
 
 # Mask pairs per metrics call: bounds memory (two (B, H, W) bool stacks plus dilation buffers).
 _CHUNK = 32
@@ -67,12 +70,14 @@ class _FolderSource:
             if self.per_object and oid not in self.object_dirs:
                 self.notes.append(f"{seq_dir}: no folder for object {oid:03d}, scored as empty")
 
-    def __call__(self, frame: str) -> np.ndarray | dict[int, np.ndarray]:
+    def __call__(self, frame: str, object_ids: tuple[int, ...]) -> np.ndarray | dict[int, np.ndarray]:
         if not self.per_object:
             return read_label_png(_existing(self.seq_dir / f"{frame}.png", frame))
+        # Only the objects scored on this frame: SA-V objects need no prediction elsewhere.
         return {
             oid: read_label_png(_existing(d / f"{frame}.png", frame)) != 0
             for oid, d in self.object_dirs.items()
+            if oid in object_ids
         }
 
 
@@ -112,7 +117,7 @@ def _frames_to_score(seq: VOSSequence, skip_first_last: bool) -> dict[int, tuple
     return out
 
 
-def _unknown_ids(labels: np.ndarray, object_ids: list[int]) -> list[int]:
+def _unknown_ids(labels: np.ndarray, object_ids: tuple[int, ...]) -> list[int]:
     """Non-zero ids in ``labels`` that are not in ``object_ids`` (fast path for DAVIS's 1..K)."""
     top = int(labels.max()) if labels.size else 0
     if top == 0 or set(range(1, top + 1)) <= set(object_ids):
@@ -120,18 +125,32 @@ def _unknown_ids(labels: np.ndarray, object_ids: list[int]) -> list[int]:
     return sorted(set(np.unique(labels).tolist()) - set(object_ids) - {0})
 
 
-def _split_prediction(pred, object_ids: Iterable[int], shape: tuple[int, ...], where: str, notes: list[str]):
-    """Normalise a MaskSource answer to ``{object id: (H, W) bool}`` for ``object_ids``."""
-    object_ids = list(object_ids)
+def _split_prediction(
+    pred: np.ndarray | Mapping[int, np.ndarray],
+    wanted: list[int],
+    known: tuple[int, ...],
+    shape: tuple[int, ...],
+    where: str,
+    notes: list[str],
+) -> dict[int, np.ndarray]:
+    """Normalise a MaskSource answer to ``{object id: (H, W) bool}`` for the ``wanted`` objects.
+
+    ``known`` are all ground-truth ids of the sequence: label-map ids outside it are noted.
+    """
     if isinstance(pred, Mapping):
-        masks = {oid: np.asarray(pred[oid]) != 0 for oid in object_ids if oid in pred}
+        masks = {oid: np.asarray(pred[oid]) != 0 for oid in wanted if oid in pred}
     else:
+        if 0 in known:
+            raise DatasetError(
+                f"{where}: object id 0 (SA-V) cannot be told from background in a label map; "
+                "give one binary mask per object (<pred>/<video>/<obj>/<frame>.png)"
+            )
         labels = np.asarray(pred)
-        extra = _unknown_ids(labels, object_ids)
+        extra = _unknown_ids(labels, known)
         if extra:
             notes.append(f"{where}: ids {extra} are not ground-truth objects, ignored")
-        masks = {oid: labels == oid for oid in object_ids}
-    for oid in object_ids:
+        masks = {oid: labels == oid for oid in wanted}
+    for oid in wanted:
         if oid not in masks:
             masks[oid] = np.zeros(shape, dtype=bool)
         elif masks[oid].shape != shape:
@@ -152,7 +171,8 @@ def score_sequence(
 
     Args:
         seq: the ground-truth sequence.
-        predicted: frame name -> label map or ``{object id: mask}`` (see ``MaskSource``).
+        predicted: ``(frame, scored object ids) -> label map or {object id: mask}``
+            (see ``MaskSource``); called once per scored frame, in video order.
         bound_th: boundary tolerance for F (see ``boundary_f_measure``).
         skip_first_last: drop each object's first and last annotated frame (the protocol).
 
@@ -184,8 +204,13 @@ def score_sequence(
         objs = [oid for oid, frames in scored_on.items() if frame in frames]
         gt = seq.gt_masks(frame)
         shape = next(iter(gt.values())).shape
+        if pending and pending[-1][3].shape != shape:  # frames of another size: stack separately
+            flush()
         frame_notes: list[str] = []
-        pred = _split_prediction(predicted(frame), objs, shape, f"{seq.name}/{frame}", frame_notes)
+        where = f"{seq.name}/{frame}"
+        pred = _split_prediction(
+            predicted(frame, tuple(objs)), objs, seq.object_ids, shape, where, frame_notes
+        )
         if frame_notes and not noted:  # one note per sequence is enough
             notes.extend(frame_notes)
             noted = True
