@@ -73,7 +73,7 @@ def test_prompt_file_and_max_frames(short_clip, tiny_checkpoint, tmp_path, capsy
     prompts = [{"obj_id": 3, "frame": 0, "mask": "m.png"}, {"obj_id": 7, "points": [[700, 300, 1]]}]
     (tmp_path / "p.json").write_text(json.dumps(prompts))
     out = tmp_path / "out"
-    code, stdout, err = run_cli(track_args(short_clip, tiny_checkpoint, out, "--prompts", str(tmp_path / "p.json"),
+    code, _stdout, err = run_cli(track_args(short_clip, tiny_checkpoint, out, "--prompts", str(tmp_path / "p.json"),
                                            "--max-frames", "3", "--format", "png,rle"), capsys)
     assert code == 0, err
     assert len(list((out / "masks").glob("*.png"))) == 4  # the prompted frame and 3 more

@@ -84,9 +84,9 @@ def run(args) -> int:
     state = predictor.init_state(frames)
     _apply_prompts(predictor, state, prompts)  # bad frame indices / points outside the frame fail here
     first = min(p.frame for p in prompts)
-    passes = [dict(start_frame_idx=first, max_frame_num_to_track=args.max_frames, reverse=False)]
+    passes = [{"start_frame_idx": first, "max_frame_num_to_track": args.max_frames, "reverse": False}]
     if first > 0:
-        passes.append(dict(start_frame_idx=first, max_frame_num_to_track=args.max_frames, reverse=True))
+        passes.append({"start_frame_idx": first, "max_frame_num_to_track": args.max_frames, "reverse": True})
     total = sum(len(predictor.processing_order(state, **kw)) for kw in passes)
 
     writer = OutputWriter(args.out, formats, frames)
