@@ -12,7 +12,7 @@ from effsam2.build import build_model
 from effsam2.modeling.sam2_model import PointPrompt
 from effsam2.modeling.tracker import ObjectMemory, track_step
 from tests.helpers.frames import decode_frames, to_model_input
-from tests.helpers.oracle import perturb_weights
+from tests.helpers.weights import perturb_weights
 
 SIZE = 512
 BACKENDS = {"swr": None, "swr+smr": "effsam2.accel.sparse_memory", "swr+pool": "effsam2.accel.pooled_memory"}

@@ -11,7 +11,7 @@ from effsam2.cli import main
 from effsam2.errors import Effsam2Error
 from effsam2.train.clips import find_videos, load_clip, plan_clips
 from effsam2.train.shortcut import TrainSettings, clip_losses, state_path, train_shortcut
-from tests.helpers.oracle import perturb_weights
+from tests.helpers.weights import perturb_weights
 
 MODEL, SIZE, FRAMES = "sam2.1_hiera_t", 512, 2
 
@@ -42,6 +42,7 @@ class Interrupt(KeyboardInterrupt):
     pass
 
 
+@pytest.mark.slow
 def test_train_lowers_loss_and_resumes_exactly(checkpoint, videos_dir, tmp_path):
     video = videos_dir / "01_dog.mp4"
     # run A: uninterrupted, through the command line
