@@ -18,8 +18,13 @@ from effsam2.errors import CheckpointError, Effsam2Error
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("train-shortcut", help="train the sparse-window-routing shortcut (SWR)",
-                              description=__doc__.splitlines()[0])
+    p = subparsers.add_parser(
+        "train-shortcut", help="train the sparse-window-routing shortcut (SWR)",
+        description="Train the SWR shortcut of a SAM 2 / 2.1 model on unlabeled video clips. The model stays "
+                    "frozen; each clip is tracked densely from a click at the centre of its first frame, and "
+                    "the shortcut learns to make routed features match the dense memory-conditioned features.",
+        epilog="An interrupted run resumes when the same command is run again (state in "
+               "<out stem>.train-state.pt, saved every --save-every clips); --fresh starts over.")
     p.add_argument("--model", required=True, help="model name, e.g. sam2.1_hiera_b+")
     p.add_argument("--checkpoint", required=True, help="the model's official checkpoint (.pt or .safetensors)")
     p.add_argument("--videos", required=True, nargs="+", metavar="DIR_OR_FILE",
