@@ -10,6 +10,8 @@ from effsam2.errors import (
     UnknownModelError,
     VideoError,
 )
+from effsam2.predictor.stream import StreamTracker
+from effsam2.predictor.video import VideoPredictor
 
 __version__ = "0.1.0"
 
@@ -18,8 +20,10 @@ __all__ = [
     "DatasetError",
     "Effsam2Error",
     "PromptError",
+    "StreamTracker",
     "UnknownModelError",
     "VideoError",
+    "VideoPredictor",
     "__version__",
     "build_model",
     "get_config",
