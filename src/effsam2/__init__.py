@@ -11,6 +11,7 @@ from effsam2.errors import (
 
 from effsam2.build import build_model
 from effsam2.configs import get_config, list_models
+from effsam2.predictor.image import ImagePredictor
 
 __version__ = "0.1.0"
 
@@ -18,6 +19,7 @@ __all__ = [
     "CheckpointError",
     "DatasetError",
     "Effsam2Error",
+    "ImagePredictor",
     "PromptError",
     "UnknownModelError",
     "VideoError",
