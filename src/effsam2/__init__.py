@@ -10,6 +10,7 @@ from effsam2.errors import (
     UnknownModelError,
     VideoError,
 )
+from effsam2.predictor.image import ImagePredictor
 from effsam2.predictor.stream import StreamTracker
 from effsam2.predictor.video import VideoPredictor
 
@@ -19,6 +20,7 @@ __all__ = [
     "CheckpointError",
     "DatasetError",
     "Effsam2Error",
+    "ImagePredictor",
     "PromptError",
     "StreamTracker",
     "UnknownModelError",
