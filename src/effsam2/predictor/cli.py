@@ -79,6 +79,9 @@ def run(args) -> int:
     prompts, formats = _validate(args)
     frames = open_frames(args.video)  # a missing, empty or corrupt video fails here, before any output
     accel = AccelSpec.parse(args.accel, smr_sparsity=args.smr_sparsity, swr_shortcut=args.swr_shortcut)
+    if accel.swr and accel.swr_shortcut is None:
+        print("effsam2 track: warning: --accel swr without --swr-shortcut: skipped windows get no trained "
+              "shortcut (lower accuracy); train one with `effsam2 train-shortcut`", file=sys.stderr)
     model = build_model(args.model, args.checkpoint, device=args.device, image_size=args.image_size, accel=accel)
     predictor = VideoPredictor(model)
     state = predictor.init_state(frames)
