@@ -1,0 +1,174 @@
+"""Sparse Memory Retrieval (SMR, Efficient-SAM2): re-read old memory frames through a few salient tokens.
+
+What the official implementation (github.com/jingjing0419/Efficient-SAM2, read for this module) does:
+
+* Saliency. In each of the 4 memory-attention layers, the cross-attention returns its pre-softmax logits
+  ``q k^T / sqrt(d)`` (RoPE applied to q and k) for batch element 0 and head 0 only, restricted to the last
+  4096 spatial keys before the object-pointer tokens, i.e. to the newest memory frame (``frame_idx - 1``).
+  After the step, ``softmax`` is taken over those 4096 keys alone (the frame's own tokens, not the full
+  softmax over every memory token), averaged over all 4096 queries, and ``topk`` with
+  ``k = int((1 - s) * 4096)`` (204 at s = 0.95) gives a boolean mask per layer. So a frame's pattern is
+  picked from the step where it is the newest memory frame, its first recall, and differs per layer.
+* FIFO. The 4 per-layer masks are pushed into a per-object list of capacity 5 (``num_maskmem - 2`` for
+  the hard-coded ``num_maskmem = 7``); pruning is applied only once the list is full. The 5 masks are
+  concatenated in FIFO order and applied positionally to the key range ``[4096, 6 * 4096)``: everything
+  after exactly one prompt frame (hard-coded ``4096 * 1``) and before the newest frame. The prompt frame,
+  the newest frame and the object pointers stay whole; kept keys/values are gathered from the raw memory
+  (+ position) before the k/v projections and RoPE rotations are gathered with them. The memory bank itself
+  stays full. The per-object mask list is rebuilt at the end of each frame from the loop's last object
+  index, and on the first step where the FIFO is full the first tracked step's pattern (computed while
+  the prompt frame was the last frame) lines up with frame 1: the positional alignment holds in the
+  steady state of single-object, forward, stride-1 tracking with one prompt frame.
+* Ablations in the code: ``random_mask`` (Bernoulli keep mask), ``uniform_mask`` (evenly spaced indices),
+  and a cumulative-mass threshold instead of top-k.
+
+What this module does instead: patterns are cached on the memory entry they describe
+(``MemoryEntry.backend_cache``, one entry per object per frame, dropped when the entry is rewritten), so
+any ``num_maskmem``, any number of prompt frames, stride, reverse tracking and any number of objects work
+without positional bookkeeping; a frame with no pattern yet is read whole and gets one (its first recall).
+After a frame's first sparse read its stored memory is compacted to the union over layers of its kept
+tokens (``MemoryEntry.token_index``), so the bank shrinks too. Frames kept whole are delegated to an
+inner backend (dense, or EfficientTAM pooling), so SMR composes with pooled memory attention.
+The policy (which frames stay whole, how many and which tokens) is an object from
+:mod:`effsam2.accel.smr_policy`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from effsam2.accel.smr_policy import TopKSaliency
+from effsam2.modeling.attention import Attention
+from effsam2.modeling.memory import MemoryEntry, MemoryFrame, MemoryReadout
+from effsam2.modeling.memory_attention import DenseMemoryBackend, KeyValues, project_frame
+from effsam2.modeling.position import apply_rope
+
+CACHE_KEY = "smr"  # the backend's slot in MemoryEntry.backend_cache
+_QUERY_CHUNK = 1024  # saliency is accumulated over query chunks to bound the (chunk x K) logits buffer
+
+
+@dataclass
+class FramePattern:
+    """The kept tokens of one memory entry (B objects' frame), per memory-attention layer.
+
+    ``grid_index[layer]`` is (B, k) ascending indices into the frame's h*w grid (row-major).
+    """
+
+    grid_index: dict[int, torch.Tensor] = field(default_factory=dict)
+
+    def union(self) -> torch.Tensor:
+        """(U,) ascending grid indices kept by any layer for any of the B objects."""
+        return torch.unique(torch.cat([g.flatten() for g in self.grid_index.values()]))
+
+
+def frame_saliency(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Attention of queries q (B, heads, Nq, d) over one frame's keys k (B, heads, K, d) -> (B, K) float32.
+
+    Softmax over the frame's own K keys, then the mean over heads and queries (rows sum to 1).
+    """
+    b, heads, nq, d = q.shape
+    kt = k.float().transpose(-2, -1)
+    total = torch.zeros(b, k.shape[2], dtype=torch.float32, device=q.device)
+    for chunk in q.float().split(_QUERY_CHUNK, dim=2):
+        total += torch.softmax((chunk @ kt) * d ** -0.5, dim=-1).sum(dim=(1, 2))
+    return total / (heads * nq)
+
+
+def _gather_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """x (B, N, C), index (B, k) -> (B, k, C)."""
+    return torch.gather(x, 1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+
+
+def stored_bytes(entry: MemoryEntry) -> int:
+    """Bytes an entry's spatial memory occupies: features, kept-token index and cached SMR patterns."""
+    tensors = [entry.maskmem_features, entry.token_index]
+    pattern = entry.backend_cache.get(CACHE_KEY)
+    if pattern is not None:
+        tensors += list(pattern.grid_index.values())
+    return sum(t.numel() * t.element_size() for t in tensors if t is not None)
+
+
+class SparseMemoryBackend(DenseMemoryBackend):
+    """Memory cross-attention that reads old memory frames through cached salient tokens (SMR).
+
+    Per layer and memory frame: frames the policy keeps whole, and frames without a pattern yet (their
+    first recall), are read by ``inner``; a non-prompt frame read whole without a pattern gets one from
+    this read's attention (``policy.select``). Later reads gather only the pattern's tokens. With
+    ``compact`` the entry's stored features shrink to the kept tokens at the first sparse read.
+    """
+
+    name = "sparse"
+
+    def __init__(self, policy=None, inner: DenseMemoryBackend | None = None, compact: bool = True) -> None:
+        self.policy = policy if policy is not None else TopKSaliency()
+        self.inner = inner if inner is not None else DenseMemoryBackend()
+        self.compact = compact
+
+    def frame_kv(self, layer_idx: int, attn: Attention, frame: MemoryFrame, table: torch.Tensor,
+                 memory: MemoryReadout, q: torch.Tensor) -> KeyValues:
+        pattern: FramePattern | None = frame.entry.backend_cache.get(CACHE_KEY)
+        picked = pattern is not None and layer_idx in pattern.grid_index
+        if picked and not self.policy.keep_whole(layer_idx, frame, memory):
+            return self._sparse_kv(layer_idx, attn, frame, table, pattern)
+        kv = self.inner.frame_kv(layer_idx, attn, frame, table, memory, q)
+        if not picked and self.policy.picks_pattern(frame):
+            self._pick(layer_idx, attn, frame, table, q, kv)
+        return kv
+
+    def _pick(self, layer_idx: int, attn: Attention, frame: MemoryFrame, table: torch.Tensor, q: torch.Tensor,
+              kv: KeyValues) -> None:
+        """Choose and cache this layer's kept tokens of ``frame`` from this (first) recall."""
+        saliency = None
+        if self.policy.uses_saliency:
+            # reuse the inner backend's keys when they are the frame's own tokens (dense); pooled keys are not
+            one_to_one = kv.k.shape[2] == frame.tokens.shape[1] and kv.logit_bias == 0.0
+            keys = kv.k if one_to_one else project_frame(attn, frame, table)[0]
+            saliency = frame_saliency(q, keys)
+        index = self.policy.select(layer_idx, frame, saliency).to(frame.tokens.device)
+        if frame.token_index is not None:  # the entry was already pruned: map stored positions to the grid
+            index = frame.token_index.to(index.device)[index]
+        pattern = frame.entry.backend_cache.setdefault(CACHE_KEY, FramePattern())
+        pattern.grid_index[layer_idx] = index
+
+    def _sparse_kv(self, layer_idx: int, attn: Attention, frame: MemoryFrame, table: torch.Tensor,
+                   pattern: FramePattern) -> KeyValues:
+        grid = pattern.grid_index[layer_idx]  # (B, k)
+        if frame.token_index is None:
+            stored = grid  # this step's tokens are the full grid
+        else:  # tokens are the compacted ones: find each kept grid index among them
+            stored = torch.searchsorted(frame.token_index.to(grid.device), grid)
+        if self.compact and frame.entry.token_index is None:
+            _compact(frame.entry, pattern)
+        tokens = _gather_rows(frame.tokens, stored)
+        pos = _gather_rows(frame.pos, stored)
+        k = attn.split_heads(attn.k_proj(tokens + pos))
+        v = attn.split_heads(attn.v_proj(tokens))
+        rope = table[grid.to(table.device)].unsqueeze(1)  # (B, 1, k, d/2): each kept token keeps its position
+        return KeyValues(apply_rope(k, rope), v)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(policy={self.policy!r}, inner={self.inner!r}, compact={self.compact})"
+
+
+def _compact(entry: MemoryEntry, pattern: FramePattern) -> None:
+    """Keep only the union of the pattern's tokens in ``entry`` (B, C, h, w) -> (B, C, U) + token_index (U,)."""
+    union = pattern.union()
+    feats = entry.maskmem_features
+    num_tokens = feats.shape[2] * feats.shape[3]
+    if union.numel() >= num_tokens:
+        return  # every token is kept by some layer: nothing to save
+    entry.maskmem_features = feats.flatten(2).index_select(2, union.to(feats.device)).contiguous()
+    entry.token_index = union
+
+
+def make_sparse_backend(spec) -> SparseMemoryBackend:
+    """The SMR backend for an :class:`~effsam2.accel.spec.AccelSpec` (with pooled whole frames for ``pool+smr``)."""
+    if spec.pool is not None:
+        from effsam2.accel.pooled_memory import make_pooled_backend
+
+        inner = make_pooled_backend(spec)
+    else:
+        inner = DenseMemoryBackend()
+    return SparseMemoryBackend(TopKSaliency(spec.smr_sparsity), inner=inner)
