@@ -42,7 +42,13 @@ import torch
 from effsam2.accel.smr_policy import TopKSaliency
 from effsam2.modeling.attention import Attention
 from effsam2.modeling.memory import MemoryEntry, MemoryFrame, MemoryReadout
-from effsam2.modeling.memory_attention import DenseMemoryBackend, KeyValues, project_frame
+from effsam2.modeling.memory_attention import (
+    DenseMemoryBackend,
+    KeyValues,
+    attend,
+    project_frame,
+    project_pointers,
+)
 from effsam2.modeling.position import apply_rope
 
 CACHE_KEY = "smr"  # the backend's slot in MemoryEntry.backend_cache
@@ -70,9 +76,10 @@ def frame_saliency(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     """
     b, heads, nq, d = q.shape
     kt = k.float().transpose(-2, -1)
+    scaled_q = q.float() * d ** -0.5  # scaling the (Nq, d) queries is cheaper than the (Nq, K) logits
     total = torch.zeros(b, k.shape[2], dtype=torch.float32, device=q.device)
-    for chunk in q.float().split(_QUERY_CHUNK, dim=2):
-        total += torch.softmax((chunk @ kt) * d ** -0.5, dim=-1).sum(dim=(1, 2))
+    for chunk in scaled_q.split(_QUERY_CHUNK, dim=2):
+        total += torch.softmax(chunk @ kt, dim=-1).sum(dim=(1, 2))
     return total / (heads * nq)
 
 
@@ -106,14 +113,47 @@ class SparseMemoryBackend(DenseMemoryBackend):
         self.inner = inner if inner is not None else DenseMemoryBackend()
         self.compact = compact
 
+    def cross_attend(self, layer_idx: int, attn: Attention, q: torch.Tensor, table: torch.Tensor,
+                     memory: MemoryReadout) -> torch.Tensor:
+        """q (B, heads, Nq, d) already rotated -> attention output (B, heads, Nq, d)."""
+        groups: list[KeyValues] = []
+        run: list[tuple[MemoryFrame, FramePattern]] = []  # consecutive frames read sparse: projected together
+        for frame in memory.frames:
+            pattern = self._sparse_pattern(layer_idx, frame, memory)
+            if pattern is not None:
+                run.append((frame, pattern))
+                continue
+            if run:
+                groups.append(self._sparse_kv(layer_idx, attn, run, table))
+                run = []
+            groups.append(self._whole_kv(layer_idx, attn, frame, table, memory, q))
+        if run:
+            groups.append(self._sparse_kv(layer_idx, attn, run, table))
+        pointers = project_pointers(attn, memory)
+        if pointers is not None:
+            groups.append(KeyValues(*pointers))
+        return attend(q, groups)
+
     def frame_kv(self, layer_idx: int, attn: Attention, frame: MemoryFrame, table: torch.Tensor,
                  memory: MemoryReadout, q: torch.Tensor) -> KeyValues:
+        """One frame's keys/values (whole, or through its pattern), for callers that go frame by frame."""
+        pattern = self._sparse_pattern(layer_idx, frame, memory)
+        if pattern is not None:
+            return self._sparse_kv(layer_idx, attn, [(frame, pattern)], table)
+        return self._whole_kv(layer_idx, attn, frame, table, memory, q)
+
+    def _sparse_pattern(self, layer_idx: int, frame: MemoryFrame, memory: MemoryReadout) -> FramePattern | None:
+        """The frame's pattern when this layer reads it sparse; None when it reads it whole."""
         pattern: FramePattern | None = frame.entry.backend_cache.get(CACHE_KEY)
-        picked = pattern is not None and layer_idx in pattern.grid_index
-        if picked and not self.policy.keep_whole(layer_idx, frame, memory):
-            return self._sparse_kv(layer_idx, attn, frame, table, pattern)
+        if pattern is None or layer_idx not in pattern.grid_index:
+            return None  # first recall (or a prompt frame): read whole
+        return None if self.policy.keep_whole(layer_idx, frame, memory) else pattern
+
+    def _whole_kv(self, layer_idx: int, attn: Attention, frame: MemoryFrame, table: torch.Tensor,
+                  memory: MemoryReadout, q: torch.Tensor) -> KeyValues:
         kv = self.inner.frame_kv(layer_idx, attn, frame, table, memory, q)
-        if not picked and self.policy.picks_pattern(frame):
+        pattern: FramePattern | None = frame.entry.backend_cache.get(CACHE_KEY)
+        if (pattern is None or layer_idx not in pattern.grid_index) and self.policy.picks_pattern(frame):
             self._pick(layer_idx, attn, frame, table, q, kv)
         return kv
 
@@ -132,17 +172,23 @@ class SparseMemoryBackend(DenseMemoryBackend):
         pattern = frame.entry.backend_cache.setdefault(CACHE_KEY, FramePattern())
         pattern.grid_index[layer_idx] = index
 
-    def _sparse_kv(self, layer_idx: int, attn: Attention, frame: MemoryFrame, table: torch.Tensor,
-                   pattern: FramePattern) -> KeyValues:
-        grid = pattern.grid_index[layer_idx]  # (B, k)
-        if frame.token_index is None:
-            stored = grid  # this step's tokens are the full grid
-        else:  # tokens are the compacted ones: find each kept grid index among them
-            stored = torch.searchsorted(frame.token_index.to(grid.device), grid)
-        if self.compact and frame.entry.token_index is None:
-            _compact(frame.entry, pattern)
-        tokens = _gather_rows(frame.tokens, stored)
-        pos = _gather_rows(frame.pos, stored)
+    def _sparse_kv(self, layer_idx: int, attn: Attention, run: list[tuple[MemoryFrame, FramePattern]],
+                   table: torch.Tensor) -> KeyValues:
+        """Keys/values of the kept tokens of consecutive frames, gathered from the raw memory and projected
+        once (one projection for the run instead of one per frame)."""
+        tokens, pos, grids = [], [], []
+        for frame, pattern in run:
+            grid = pattern.grid_index[layer_idx]  # (B, k)
+            if frame.token_index is None:
+                stored = grid  # this step's tokens are the full grid
+            else:  # tokens are the compacted ones: find each kept grid index among them
+                stored = torch.searchsorted(frame.token_index.to(grid.device), grid)
+            if self.compact and frame.entry.token_index is None:
+                _compact(frame.entry, pattern)
+            tokens.append(_gather_rows(frame.tokens, stored))
+            pos.append(_gather_rows(frame.pos, stored))
+            grids.append(grid)
+        tokens, pos, grid = (torch.cat(x, dim=1) if len(x) > 1 else x[0] for x in (tokens, pos, grids))
         k = attn.split_heads(attn.k_proj(tokens + pos))
         v = attn.split_heads(attn.v_proj(tokens))
         rope = table[grid.to(table.device)].unsqueeze(1)  # (B, 1, k, d/2): each kept token keeps its position
