@@ -247,3 +247,44 @@ def test_sparse_tracking_stays_close_to_dense_on_real_frames(dense_run, sparse_r
     # frames 0-2 and the prompt frame 4 read no sparse memory: identical; later frames drift slightly
     assert all(agree == 1.0 for _, t, agree, _ in agreements if t in (0, 1, 2, 4))
     assert min(iou for *_, iou in agreements) > 0.8
+
+
+def _session(model, backend, frames, features) -> list[tuple[int, list[int], torch.Tensor]]:
+    """Two objects clicked on frame 0, forward propagation, a refinement click on tracked frame 4,
+    reverse propagation from the last frame: every output the predictor returns."""
+    from effsam2.predictor.video import VideoPredictor
+
+    outputs = []
+    with using_backend(model, backend):
+        predictor = VideoPredictor(model)
+        state = predictor.init_state(frames)
+        state.features = features  # image features do not depend on the backend: encode each frame once
+        outputs.append(predictor.add_new_points_or_box(state, 0, 1, points=[[430, 270]], labels=[1]))
+        outputs.append(predictor.add_new_points_or_box(state, 0, 2, points=[[750, 130], [380, 420]], labels=[1, 0]))
+        outputs += list(predictor.propagate_in_video(state))
+        outputs.append(predictor.add_new_points_or_box(state, 4, 1, points=[[450, 300]], labels=[1]))
+        outputs += list(predictor.propagate_in_video(state, start_frame_idx=len(frames) - 1, reverse=True))
+    return outputs
+
+
+def test_video_predictor_sessions_with_smr(model, videos_dir):
+    """Through the VideoPredictor (prompt, propagate, refine, propagate in reverse): s = 0 returns exactly
+    the dense outputs; s = 0.95 runs the same session and stays close."""
+    from effsam2.predictor.state import FeatureCache
+
+    frames = decode_frames(videos_dir / "bedroom.mp4", 6)
+    features = FeatureCache(capacity=len(frames))
+    dense = _session(model, DenseMemoryBackend(), frames, features)
+    identity = _session(model, SparseMemoryBackend(TopKSaliency(0.0)), frames, features)
+    sparse = _session(model, SparseMemoryBackend(TopKSaliency(0.95)), frames, features)
+    assert len(dense) == len(identity) == len(sparse) == 2 + len(frames) + 1 + len(frames)
+    ious = []
+    for (f_d, ids_d, m_d), (f_i, ids_i, m_i), (f_s, ids_s, m_s) in zip(dense, identity, sparse):
+        assert f_d == f_i == f_s and ids_d == ids_i == ids_s
+        assert torch.equal(m_i, m_d), f"frame {f_d}: s=0 differs from dense"
+        a, b = m_s > 0, m_d > 0
+        ious.append((a & b).sum().item() / max((a | b).sum().item(), 1))
+    assert_mask_not_degenerate(dense[len(frames)][2][0], "dense predictor output")
+    print(f"\nVideoPredictor session, SMR s=0.95 vs dense mask IoU: min {min(ious):.4f}, mean "
+          f"{sum(ious) / len(ious):.4f} over {len(ious)} outputs")
+    assert min(ious) > 0.8

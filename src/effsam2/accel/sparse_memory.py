@@ -163,7 +163,8 @@ class SparseMemoryBackend(DenseMemoryBackend):
         saliency = None
         if self.policy.uses_saliency:
             # reuse the inner backend's keys when they are the frame's own tokens (dense); pooled keys are not
-            one_to_one = kv.k.shape[2] == frame.tokens.shape[1] and kv.logit_bias == 0.0
+            bias = kv.logit_bias
+            one_to_one = kv.k.shape[2] == frame.tokens.shape[1] and not isinstance(bias, torch.Tensor) and bias == 0
             keys = kv.k if one_to_one else project_frame(attn, frame, table)[0]
             saliency = frame_saliency(q, keys)
         index = self.policy.select(layer_idx, frame, saliency).to(frame.tokens.device)

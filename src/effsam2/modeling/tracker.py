@@ -70,7 +70,7 @@ def _memory_frame(model: SAM2Model, entry: MemoryEntry, frame_idx: int, t_pos: i
         pos = pos[:, entry.token_index.to(pos.device)]
     pos = pos + model.maskmem_tpos_enc[tc.num_maskmem - t_pos - 1]
     return MemoryFrame(entry, frame_idx, t_pos, is_cond, tokens, pos.expand(tokens.shape[0], -1, -1), key,
-                       entry.token_index)
+                       token_index=entry.token_index)
 
 
 def gather_memory(model: SAM2Model, frame_idx: int, memory: ObjectMemory, num_frames: int | None,
