@@ -26,7 +26,7 @@ from effsam2.accel.spec import AccelSpec, make_memory_backend
 from effsam2.build import build_model
 from effsam2.modeling.memory import MemoryEntry
 from effsam2.modeling.sam2_model import FrameFeatures
-from effsam2.modeling.tracker import ObjectMemory, condition_on_memory
+from effsam2.modeling.tracker import ObjectMemory, condition_on_memory, gather_memory
 
 
 def random_entry(gen: torch.Generator, side: int, mem_dim: int, pos: torch.Tensor) -> MemoryEntry:
@@ -86,10 +86,17 @@ def main() -> None:
           f"median of {args.repeats} interleaved steps")
     medians = [statistics.median(ts) for ts in times]
     cpu_medians = [statistics.median(ts) for ts in cpu_times]
-    for spec, bank, ts, med, cpu in zip(specs, banks, times, medians, cpu_medians):
+    for spec, backend, bank, ts, med, cpu in zip(specs, backends, banks, times, medians, cpu_medians):
         line = (f"  {spec.label:10s} wall {med * 1000:8.1f} ms/frame (min {min(ts) * 1000:.1f}, max {max(ts) * 1000:.1f}),"
                 f" speed-up {medians[0] / med:.2f}x | CPU time {cpu * 1000:8.1f} ms/frame, speed-up "
                 f"{cpu_medians[0] / cpu:.2f}x  (vs {specs[0].label})")
+        if hasattr(backend, "tokens_read"):  # keys per layer at the next step, against the dense count
+            with torch.inference_mode():
+                readout = gather_memory(model, t + 1, bank, None, False, torch.float32)
+            dense_keys = len(readout.frames) * side * side + readout.num_ptr_tokens
+            read = statistics.mean(backend.tokens_read(i, readout) for i in range(len(model.memory_attention.layers)))
+            line += (f"\n             keys per layer {read:.0f} of {dense_keys} "
+                     f"(overall sparsity {1 - read / dense_keys:.2f})")
         compacted = [e for e in bank.non_cond.values() if e.token_index is not None]
         if compacted:
             kept = statistics.mean(e.token_index.numel() for e in compacted)

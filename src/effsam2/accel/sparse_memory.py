@@ -142,6 +142,17 @@ class SparseMemoryBackend(DenseMemoryBackend):
             return self._sparse_kv(layer_idx, attn, [(frame, pattern)], table)
         return self._whole_kv(layer_idx, attn, frame, table, memory, q)
 
+    def tokens_read(self, layer_idx: int, memory: MemoryReadout) -> int:
+        """How many memory tokens (spatial + pointers) this layer would attend to now; for reports.
+
+        Counts whole frames by their stored tokens (an inner pooled backend reads fewer keys than that).
+        """
+        count = memory.num_ptr_tokens
+        for frame in memory.frames:
+            pattern = self._sparse_pattern(layer_idx, frame, memory)
+            count += frame.tokens.shape[1] if pattern is None else pattern.grid_index[layer_idx].shape[1]
+        return count
+
     def _sparse_pattern(self, layer_idx: int, frame: MemoryFrame, memory: MemoryReadout) -> FramePattern | None:
         """The frame's pattern when this layer reads it sparse; None when it reads it whole."""
         pattern: FramePattern | None = frame.entry.backend_cache.get(CACHE_KEY)
