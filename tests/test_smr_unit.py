@@ -121,6 +121,9 @@ def test_sparse_reads_match_explicit_attention_and_keep_prompt_and_newest_whole(
         assert torch.all(rows[:, 1:] > rows[:, :-1]), "indices must be ascending and distinct"
     assert not torch.equal(patterns[1][0], patterns[1][1]), "objects with different memories got one pattern"
 
+    entries[2].backend_cache["pooled keys"] = "derived from the whole frame"  # e.g. an inner backend's cache
+    entries[0].backend_cache["pooled keys"] = "derived from the whole frame"
+
     # steps 2 and 3: frames move back one slot; old ones are read through their pattern (compacted at the
     # first sparse read of step 2, so step 3 reads compacted entries), prompt and newest stay whole
     for step, window in ((2, (2, 3, 4)), (3, (3, 4, 5))):
@@ -134,6 +137,8 @@ def test_sparse_reads_match_explicit_attention_and_keep_prompt_and_newest_whole(
         if step == 2:
             patterns[4] = entries[4].backend_cache[CACHE_KEY].grid_index[0]
     assert entries[0].maskmem_features.shape == (B, MEM_DIM, *GRID), "the prompt frame was compacted"
+    assert "pooled keys" in entries[0].backend_cache, "a whole frame lost its inner backend's cache"
+    assert list(entries[2].backend_cache) == [CACHE_KEY], "a frame read sparse kept a whole-frame cache"
     assert entries[5].token_index is None, "the newest frame was compacted"
     for t in (2, 3):  # read sparse at least once: stored as the union over objects (one layer here)
         union = torch.unique(patterns[t])

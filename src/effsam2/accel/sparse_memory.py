@@ -63,6 +63,7 @@ class FramePattern:
     """
 
     grid_index: dict[int, torch.Tensor] = field(default_factory=dict)
+    retired: bool = False  # the entry has been read sparse once: compacted, whole-frame caches dropped
 
     def union(self) -> torch.Tensor:
         """(U,) ascending grid indices kept by any layer for any of the B objects."""
@@ -102,8 +103,16 @@ class SparseMemoryBackend(DenseMemoryBackend):
 
     Per layer and memory frame: frames the policy keeps whole, and frames without a pattern yet (their
     first recall), are read by ``inner``; a non-prompt frame read whole without a pattern gets one from
-    this read's attention (``policy.select``). Later reads gather only the pattern's tokens. With
-    ``compact`` the entry's stored features shrink to the kept tokens at the first sparse read.
+    this read's attention (``policy.select``). Later reads gather only the pattern's tokens; runs of
+    consecutive sparse frames are projected together.
+
+    With ``compact`` the entry's stored features shrink, at its first sparse read, to the union over layers
+    (and over the B objects of a batched entry) of the kept tokens; this step's frames keep reading the
+    tokens gathered before (``MemoryFrame.token_index`` is a snapshot). Compaction assumes that a frame
+    read sparse on one layer is read sparse on all of them (true for every policy here): a frame read
+    whole again later (e.g. in the newest slot when tracking back over already tracked frames) then gets
+    its stored tokens only. Use ``compact=False`` to keep every token in the bank.
+    Patterns live in ``MemoryEntry.backend_cache``: rewriting an entry (``write_memory``) drops them.
     """
 
     name = "sparse"
@@ -158,6 +167,8 @@ class SparseMemoryBackend(DenseMemoryBackend):
         pattern: FramePattern | None = frame.entry.backend_cache.get(CACHE_KEY)
         if pattern is None or layer_idx not in pattern.grid_index:
             return None  # first recall (or a prompt frame): read whole
+        if frame.token_index is None and pattern.grid_index[layer_idx].shape[1] == frame.tokens.shape[1]:
+            return None  # the pattern keeps every token: that is the whole frame (s = 0 is the inner backend)
         return None if self.policy.keep_whole(layer_idx, frame, memory) else pattern
 
     def _whole_kv(self, layer_idx: int, attn: Attention, frame: MemoryFrame, table: torch.Tensor,
@@ -195,8 +206,8 @@ class SparseMemoryBackend(DenseMemoryBackend):
                 stored = grid  # this step's tokens are the full grid
             else:  # tokens are the compacted ones: find each kept grid index among them
                 stored = torch.searchsorted(frame.token_index.to(grid.device), grid)
-            if self.compact and frame.entry.token_index is None:
-                _compact(frame.entry, pattern)
+            if not pattern.retired:
+                _retire(frame.entry, pattern, self.compact)
             tokens.append(_gather_rows(frame.tokens, stored))
             pos.append(_gather_rows(frame.pos, stored))
             grids.append(grid)
@@ -210,12 +221,18 @@ class SparseMemoryBackend(DenseMemoryBackend):
         return f"{type(self).__name__}(policy={self.policy!r}, inner={self.inner!r}, compact={self.compact})"
 
 
-def _compact(entry: MemoryEntry, pattern: FramePattern) -> None:
-    """Keep only the union of the pattern's tokens in ``entry`` (B, C, h, w) -> (B, C, U) + token_index (U,)."""
+def _retire(entry: MemoryEntry, pattern: FramePattern, compact: bool) -> None:
+    """At an entry's first sparse read: drop what other backends derived from its whole frame (e.g. pooled
+    keys, which would otherwise outlive their use: the inner backend no longer sees this entry), and with
+    ``compact`` keep only the union of the pattern's tokens: (B, C, h, w) -> (B, C, U) + token_index (U,)."""
+    pattern.retired = True
+    for key in [k for k in entry.backend_cache if k != CACHE_KEY]:
+        del entry.backend_cache[key]
+    if not compact or entry.token_index is not None:
+        return  # asked to keep the bank whole, or pruned by someone else already
     union = pattern.union()
     feats = entry.maskmem_features
-    num_tokens = feats.shape[2] * feats.shape[3]
-    if union.numel() >= num_tokens:
+    if union.numel() >= feats.shape[2] * feats.shape[3]:
         return  # every token is kept by some layer: nothing to save
     entry.maskmem_features = feats.flatten(2).index_select(2, union.to(feats.device)).contiguous()
     entry.token_index = union
