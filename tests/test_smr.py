@@ -290,3 +290,31 @@ def test_video_predictor_sessions_with_smr(model, videos_dir):
     print(f"\nVideoPredictor session, SMR s=0.95 vs dense mask IoU: min {min(ious):.4f}, mean "
           f"{sum(ious) / len(ious):.4f} over {len(ious)} outputs")
     assert min(ious) > 0.8
+
+
+def test_smr_over_pooled_memory_attention(model, features):
+    """pool+smr: frames kept whole go through EfficientTAM pooling. s = 0 is exactly pooling alone; at
+    s = 0.95 old frames are read through their kept tokens and lose their pooled-key caches."""
+    pooled_memory = pytest.importorskip("effsam2.accel.pooled_memory")
+    from effsam2.accel.sparse_memory import make_sparse_backend
+    from effsam2.accel.spec import AccelSpec
+
+    backend = make_sparse_backend(AccelSpec.parse("pool+smr", smr_sparsity=0.0))
+    assert isinstance(backend.inner, pooled_memory.PooledMemoryBackend)
+    _, pooled = track(model, features, pooled_memory.PooledMemoryBackend(window=2), objects=("a",))
+    _, identity = track(model, features, backend, objects=("a",))
+    for t, (ours, ref) in enumerate(zip(identity["a"], pooled["a"])):
+        assert torch.equal(ours.entry.pred_masks, ref.entry.pred_masks), f"frame {t}: s=0 differs from pooling"
+        assert torch.equal(ours.entry.obj_ptr, ref.entry.obj_ptr)
+
+    sparse = make_sparse_backend(AccelSpec.parse("pool+smr", smr_sparsity=0.95))
+    memories, steps = track(model, features, sparse, objects=("a",))
+    ious = []
+    for ours, ref in zip(steps["a"], pooled["a"]):
+        a, b = ours.high_res_masks > 0, ref.high_res_masks > 0
+        ious.append((a & b).sum().item() / max((a | b).sum().item(), 1))
+    print(f"\npool+smr s=0.95 vs pool: mask IoU per frame {[round(i, 4) for i in ious]}")
+    assert min(ious) > 0.8
+    bank = memories["a"].non_cond
+    for f in (1, 2, 3, 5):  # read sparse: compacted, only the SMR pattern left in the cache
+        assert bank[f].token_index is not None and list(bank[f].backend_cache) == [CACHE_KEY]

@@ -51,7 +51,7 @@ def read_frame(entry: MemoryEntry, frame_idx: int, t_pos: int, is_cond: bool) ->
         pos = pos[:, entry.token_index]
     pos = pos + 0.1 * t_pos
     return MemoryFrame(entry, frame_idx, t_pos, is_cond, tokens, pos.expand(B, -1, -1), ("obj", frame_idx),
-                       entry.token_index)
+                       token_index=entry.token_index)
 
 
 def readout(frames: list[MemoryFrame]) -> MemoryReadout:
