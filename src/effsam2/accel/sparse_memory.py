@@ -1,34 +1,35 @@
 """Sparse Memory Retrieval (SMR, Efficient-SAM2): re-read old memory frames through a few salient tokens.
 
-What the official implementation (github.com/jingjing0419/Efficient-SAM2, read for this module) does:
+What the official implementation (github.com/jingjing0419/Efficient-SAM2, as read for this module) does:
 
-* Saliency. In each of the 4 memory-attention layers, the cross-attention returns its pre-softmax logits
-  ``q k^T / sqrt(d)`` (RoPE applied to q and k) for batch element 0 and head 0 only, restricted to the last
-  4096 spatial keys before the object-pointer tokens, i.e. to the newest memory frame (``frame_idx - 1``).
-  After the step, ``softmax`` is taken over those 4096 keys alone (the frame's own tokens, not the full
-  softmax over every memory token), averaged over all 4096 queries, and ``topk`` with
-  ``k = int((1 - s) * 4096)`` (204 at s = 0.95) gives a boolean mask per layer. So a frame's pattern is
-  picked from the step where it is the newest memory frame, its first recall, and differs per layer.
-* FIFO. The 4 per-layer masks are pushed into a per-object list of capacity 5 (``num_maskmem - 2`` for
-  the hard-coded ``num_maskmem = 7``); pruning is applied only once the list is full. The 5 masks are
-  concatenated in FIFO order and applied positionally to the key range ``[4096, 6 * 4096)``: everything
-  after exactly one prompt frame (hard-coded ``4096 * 1``) and before the newest frame. The prompt frame,
-  the newest frame and the object pointers stay whole; kept keys/values are gathered from the raw memory
-  (+ position) before the k/v projections and RoPE rotations are gathered with them. The memory bank itself
-  stays full. The per-object mask list is rebuilt at the end of each frame from the loop's last object
-  index, and on the first step where the FIFO is full the first tracked step's pattern (computed while
-  the prompt frame was the last frame) lines up with frame 1: the positional alignment holds in the
-  steady state of single-object, forward, stride-1 tracking with one prompt frame.
+* Saliency. Each of the 4 memory-attention layers' cross-attention hands back its pre-softmax logits
+  ``q k^T / sqrt(d)`` (RoPE applied to q and k) for batch element 0 and head 0 only (SAM 2 has one head),
+  restricted to the last 4096 spatial keys before the object-pointer tokens, i.e. the newest memory frame
+  (``frame_idx - 1``). After the step, ``softmax`` is taken over those 4096 keys alone (the frame's own
+  tokens, not the share of the full softmax over every memory token), averaged over all 4096 queries, and
+  ``topk`` with ``k = int((1 - s) * 4096)`` (204 at s = 0.95) gives a boolean mask. So a frame's pattern
+  comes from the step where it is the newest memory frame, its first recall, and each layer has its own.
+* FIFO. The 4 per-layer masks of each step are pushed into a per-object list of capacity 5 (hard-coded,
+  ``num_maskmem - 2`` for 7); pruning applies only once the list is full. The 5 masks, concatenated in
+  FIFO order, are applied by position to the keys ``[4096, 6 * 4096)``: everything after exactly one
+  prompt frame (hard-coded ``4096 * 1``) and before the newest frame. The prompt frame, the newest frame and
+  the object pointers stay whole. Kept tokens are gathered from the raw memory (+ position encoding)
+  before the k/v projections, and their RoPE rotations are gathered with them. The memory bank stays full.
+* Caveats of the positional scheme, as read: the first step's pattern is the prompt frame's (it was the
+  last frame then), so on the first step with a full FIFO the masks are one frame off and the newest
+  frame is pruned; the per-object masks are rebuilt once per frame after the object loop, from the loop
+  variable's last value. It holds in the steady state of single-object, forward, stride-1 tracking with
+  one prompt frame.
 * Ablations in the code: ``random_mask`` (Bernoulli keep mask), ``uniform_mask`` (evenly spaced indices),
   and a cumulative-mass threshold instead of top-k.
 
-What this module does instead: patterns are cached on the memory entry they describe
-(``MemoryEntry.backend_cache``, one entry per object per frame, dropped when the entry is rewritten), so
-any ``num_maskmem``, any number of prompt frames, stride, reverse tracking and any number of objects work
-without positional bookkeeping; a frame with no pattern yet is read whole and gets one (its first recall).
-After a frame's first sparse read its stored memory is compacted to the union over layers of its kept
-tokens (``MemoryEntry.token_index``), so the bank shrinks too. Frames kept whole are delegated to an
-inner backend (dense, or EfficientTAM pooling), so SMR composes with pooled memory attention.
+What this module does: patterns are cached on the memory entry they describe (``MemoryEntry.backend_cache``,
+one entry per object per frame, dropped when the entry is rewritten), so any ``num_maskmem``, any number
+of prompt frames, memory stride, reverse tracking and any number of objects need no positional
+bookkeeping; a frame without a pattern is read whole and gets one (its first recall, wherever its slot).
+At a frame's first sparse read its stored memory is compacted to the union over layers of its kept tokens
+(``MemoryEntry.token_index``), so the bank shrinks too. Frames kept whole go to an inner backend (dense,
+or EfficientTAM pooling), so SMR composes with pooled memory attention; s = 0 is exactly the inner backend.
 The policy (which frames stay whole, how many and which tokens) is an object from
 :mod:`effsam2.accel.smr_policy`.
 """
