@@ -55,6 +55,9 @@ class MemoryFrame:
     tokens: torch.Tensor  # (B, N, C_mem)
     pos: torch.Tensor  # (B, N, C_mem) spatial + temporal position encoding
     key: tuple = ()  # identifies the (object, frame) for backend caches
+    # (C_mem,) the temporal encoding included in ``pos`` (pos = spatial encoding + t_enc), so that backends
+    # caching keys per entry can add the part that changes with the slot at each read; None if unknown
+    t_enc: torch.Tensor | None = None
 
     @property
     def token_index(self) -> torch.Tensor | None:
