@@ -246,3 +246,24 @@ def test_spec_factory() -> None:
         PooledMemoryBackend(window=3)
     with pytest.raises(ValueError):
         PooledMemoryBackend(form="fast")
+
+
+def test_cache_is_dropped_when_a_frame_leaves_the_read_window() -> None:
+    attn, side = make_attn(), 8
+    memory = make_readout(4, (side, side), 4)
+    q_in = torch.randn(1, side * side, C)
+    backend = PooledMemoryBackend()
+    with torch.inference_mode():
+        ours(backend, attn, q_in, memory, (side, side))
+        assert all(backend.cache_nbytes(f.entry) > 0 for f in memory.frames)
+        old = memory.frames[1]
+        later = MemoryReadout([memory.frames[0], *memory.frames[2:]], memory.ptr_tokens, memory.ptr_pos, 6)
+        ours(backend, attn, q_in, later, (side, side))
+        other = make_readout(2, (side, side), 0, seed=5)  # another object's read leaves this one alone
+        for f in other.frames:
+            f.key = ("other", f.frame_idx)
+        ours(backend, attn, q_in, other, (side, side))
+    assert backend.cache_nbytes(old.entry) == 0
+    assert all(backend.cache_nbytes(f.entry) > 0 for f in later.frames)
+    # 4 layers would hold 4 key tensors; one layer was read here: pooled keys (16 cells x 256) + tokens (16 x 64)
+    assert backend.cache_nbytes(memory.frames[0].entry) == 4 * 16 * (C + MEM)

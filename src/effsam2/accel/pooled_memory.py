@@ -34,12 +34,17 @@ layer and kept in ``MemoryEntry.backend_cache``; the mean rotation of each cell 
 Values have no temporal part and pooling commutes with the affine v_proj, so the entry keeps the pooled
 memory tokens (C_mem channels) and projects them at read time (a quarter of the dense projection for
 window 2). The cache is filled at the first read of the entry (in tracking: the next frame) and dropped
-when the entry is rewritten (``write_memory`` clears ``backend_cache``).
+when the entry is rewritten (``write_memory`` clears ``backend_cache``) or when a read of the same object
+(``MemoryFrame.key[0]``, the tracker's ``memory_key``) no longer includes it: the official bank keeps every
+frame's memory, but only the last few are read, and caches are ~8x larger than the bf16 features, so they
+must not outlive the attention window. Objects tracked without a ``memory_key`` share one owner: the cache
+then stays correct but is rebuilt whenever another object is read in between.
 """
 
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass, field
 
 import torch
@@ -136,6 +141,8 @@ class PooledMemoryBackend(DenseMemoryBackend):
         # identifies this backend's data in MemoryEntry.backend_cache (identity, never reused while alive)
         self._cache_key = object()
         self._cell_tables: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+        # owner (memory_key) -> entries holding a cache of this backend, to drop caches nobody reads any more
+        self._held: dict[object, dict[int, weakref.ref]] = {}
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(window={self.window}, form={self.form!r}, engage={self.engage!r}, "
@@ -152,6 +159,12 @@ class PooledMemoryBackend(DenseMemoryBackend):
             counts = cell_counts(grid, self.window, table.device)
             self._cell_tables[key] = counts, mean_rotation(table, grid, self.window, counts)
         return self._cell_tables[key]
+
+    def cross_attend(self, layer_idx: int, attn: Attention, q: torch.Tensor, table: torch.Tensor,
+                     memory: MemoryReadout) -> torch.Tensor:
+        if layer_idx == 0 and self._held:
+            self._drop_unread(memory)
+        return super().cross_attend(layer_idx, attn, q, table, memory)
 
     def frame_kv(self, layer_idx: int, attn: Attention, frame: MemoryFrame, table: torch.Tensor,
                  memory: MemoryReadout, q: torch.Tensor) -> KeyValues:
@@ -187,7 +200,21 @@ class PooledMemoryBackend(DenseMemoryBackend):
             counts = cell_counts(grid, self.window, tokens.device)
             store = PooledEntryCache(tokens.dtype, tokens.device, pool_tokens(tokens, grid, self.window, counts))
             entry.backend_cache[self._cache_key] = store
+            self._held.setdefault(_owner(frame), {})[id(entry)] = weakref.ref(entry)
         return store
+
+    def _drop_unread(self, memory: MemoryReadout) -> None:
+        """Free the caches of this object's entries that the current read no longer includes."""
+        if not memory.frames:
+            return
+        held = self._held.get(_owner(memory.frames[0]))
+        if not held:
+            return
+        live = {id(f.entry) for f in memory.frames}
+        for key in [k for k in held if k not in live]:
+            entry = held.pop(key)()
+            if entry is not None:
+                entry.backend_cache.pop(self._cache_key, None)
 
     def _cached_kv(self, store: PooledEntryCache, layer_idx: int, attn: Attention, frame: MemoryFrame,
                    table: torch.Tensor, grid: tuple[int, int], counts: torch.Tensor,
@@ -209,6 +236,11 @@ class PooledMemoryBackend(DenseMemoryBackend):
         """Bytes this backend keeps in ``entry`` (0 when nothing was cached)."""
         store = entry.backend_cache.get(self._cache_key)
         return 0 if store is None else store.nbytes()
+
+
+def _owner(frame: MemoryFrame) -> object:
+    """The object a memory frame belongs to (the tracker's ``memory_key``), None when not given."""
+    return frame.key[0] if frame.key else None
 
 
 def make_pooled_backend(spec) -> PooledMemoryBackend:
