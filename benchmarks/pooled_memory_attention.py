@@ -15,6 +15,7 @@ Usage: PYTHONPATH=src python benchmarks/pooled_memory_attention.py [--image-size
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import time
@@ -48,14 +49,18 @@ def make_memory(grid: tuple[int, int], frames: int, pointers: int) -> MemoryRead
     return MemoryReadout(out, ptrs, torch.zeros_like(ptrs), newest_t_pos=NUM_MASKMEM - 1)
 
 
-def time_call(fn, repeats: int) -> list[float]:
-    fn()  # warm-up (allocations, oneDNN primitive caches; fills the memory cache when on)
-    times = []
-    for _ in range(repeats):
+class TimedBackend:
+    """Delegates to a backend and adds up the time spent in its cross-attention (all layers of one call)."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.seconds = 0.0
+
+    def cross_attend(self, layer_idx, attn, q, table, memory):
         start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
+        out = self.inner.cross_attend(layer_idx, attn, q, table, memory)
+        self.seconds += time.perf_counter() - start
+        return out
 
 
 def main() -> None:
@@ -85,28 +90,39 @@ def main() -> None:
     print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; grid {side}x{side}, {side * side} queries, {args.frames} memory "
           f"frames ({args.frames * side * side} spatial tokens), {args.pointers} pointers; "
-          f"median of {args.repeats}")
-    results = {}
+          f"median of {args.repeats} (round robin); load average at start {os.getloadavg()[0]:.2f}")
+    runs = []
     with torch.inference_mode():
-        reference = None
         for label, backend, cached in configs:
-            module.backend = backend
+            timed = TimedBackend(backend)
 
-            def run(backend=backend, cached=cached):
+            def run(timed=timed, cached=cached):
+                module.backend = timed
                 if cached is not None:  # the newest frame arrives unpooled, as in tracking
                     memory.frames[-1].entry.backend_cache.clear()
-                return module(curr, curr_pos, grid, memory)
+                timed.seconds = 0.0
+                start = time.perf_counter()
+                out = module(curr, curr_pos, grid, memory)
+                return out, time.perf_counter() - start, timed.seconds
 
-            out = run()
-            if reference is None:
-                reference = out
-            times = time_call(run, args.repeats)
-            results[label] = statistics.median(times)
-            diff = (out - reference).abs().max().item()
-            print(f"{label:18s} median {results[label] * 1e3:8.1f} ms  (min {min(times) * 1e3:7.1f}, "
-                  f"max {max(times) * 1e3:7.1f})  speed-up x{results['dense'] / results[label]:.2f}  "
-                  f"max |out - dense| {diff:.3g}")
+            runs.append((label, run, run()[0]))  # warm-up: allocations, oneDNN caches, fills the cache when on
+        # round robin, so that a change of machine load affects every configuration alike
+        times = {label: ([], []) for label, _, _ in runs}
+        for _ in range(args.repeats):
+            for label, run, _ in runs:
+                _, total, cross = run()
+                times[label][0].append(total)
+                times[label][1].append(cross)
+        reference = runs[0][2]
+        med = {label: (statistics.median(t), statistics.median(c)) for label, (t, c) in times.items()}
+        for label, _, out in runs:
+            t, c = times[label]
+            print(f"{label:16s} module: median {med[label][0] * 1e3:7.1f} ms (min {min(t) * 1e3:7.1f}) "
+                  f"x{med['dense'][0] / med[label][0]:.2f} | cross-attention (4 layers): median "
+                  f"{med[label][1] * 1e3:7.1f} ms (min {min(c) * 1e3:7.1f}) x{med['dense'][1] / med[label][1]:.2f}"
+                  f" | max |out - dense| {(out - reference).abs().max().item():.3g}")
 
+        print(f"load average at end {os.getloadavg()[0]:.2f}")
         # bytes per memory frame (one object)
         entry = memory.frames[1].entry
         raw = entry.maskmem_features.numel() * entry.maskmem_features.element_size()
