@@ -140,7 +140,7 @@ class PooledMemoryBackend(DenseMemoryBackend):
         self.cache = cache
         # identifies this backend's data in MemoryEntry.backend_cache (identity, never reused while alive)
         self._cache_key = object()
-        self._cell_tables: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._cell_tables: dict[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         # owner (memory_key) -> entries holding a cache of this backend, to drop caches nobody reads any more
         self._held: dict[object, dict[int, weakref.ref]] = {}
 
@@ -154,11 +154,12 @@ class PooledMemoryBackend(DenseMemoryBackend):
 
     def cells(self, grid: tuple[int, int], table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(counts (cells,), mean rotations (cells, d/2) complex) of a grid, computed once per grid/device."""
-        key = (grid, table.device, table.shape)
-        if key not in self._cell_tables:
+        key = (grid, table.device)
+        cached = self._cell_tables.get(key)
+        if cached is None or cached[0] is not table:  # the model's RoPE tables are reused objects
             counts = cell_counts(grid, self.window, table.device)
-            self._cell_tables[key] = counts, mean_rotation(table, grid, self.window, counts)
-        return self._cell_tables[key]
+            cached = self._cell_tables[key] = table, counts, mean_rotation(table, grid, self.window, counts)
+        return cached[1], cached[2]
 
     def cross_attend(self, layer_idx: int, attn: Attention, q: torch.Tensor, table: torch.Tensor,
                      memory: MemoryReadout) -> torch.Tensor:
