@@ -1,5 +1,7 @@
 """effsam2: fast promptable video object segmentation for the SAM 2 family."""
 
+from effsam2.build import build_model
+from effsam2.configs import get_config, list_models
 from effsam2.errors import (
     CheckpointError,
     DatasetError,
@@ -8,9 +10,9 @@ from effsam2.errors import (
     UnknownModelError,
     VideoError,
 )
-
-from effsam2.build import build_model
-from effsam2.configs import get_config, list_models
+from effsam2.predictor.image import ImagePredictor
+from effsam2.predictor.stream import StreamTracker
+from effsam2.predictor.video import VideoPredictor
 
 __version__ = "0.1.0"
 
@@ -18,9 +20,12 @@ __all__ = [
     "CheckpointError",
     "DatasetError",
     "Effsam2Error",
+    "ImagePredictor",
     "PromptError",
+    "StreamTracker",
     "UnknownModelError",
     "VideoError",
+    "VideoPredictor",
     "__version__",
     "build_model",
     "get_config",
