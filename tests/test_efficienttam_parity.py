@@ -89,7 +89,7 @@ class RecordingBackend:
 @pytest.fixture(scope="module", params=list(MODELS))
 def session(request, etam_dir: Path, weights):
     """Run the README's API calls once per variant; keep every output the tests compare."""
-    from effsam2.predictor.video import VideoPredictor
+    from effsam2 import VideoPredictor
 
     variant = request.param
     model = load_model(variant, weights)
