@@ -31,7 +31,8 @@ t (``maskmem_tpos_enc`` of its slot), which changes from read to read; k_proj an
 
 (R_i is token i's complex rotation, acting per channel pair). The first term is computed once per entry and
 layer and kept in ``MemoryEntry.backend_cache``; the mean rotation of each cell depends only on the grid.
-Values have no temporal part and pooling commutes with the affine v_proj, so the entry keeps the pooled
+Values have no temporal part and pooling commutes with the affine v_proj (the mean of affine images is the
+affine image of the mean; also used without the cache), so the entry keeps the pooled
 memory tokens (C_mem channels) and projects them at read time (a quarter of the dense projection for
 window 2). The cache is filled at the first read of the entry (in tracking: the next frame) and dropped
 when the entry is rewritten (``write_memory`` clears ``backend_cache``) or when a read of the same object
@@ -52,7 +53,7 @@ import torch.nn.functional as F
 
 from effsam2.modeling.attention import Attention
 from effsam2.modeling.memory import MemoryEntry, MemoryFrame, MemoryReadout
-from effsam2.modeling.memory_attention import DenseMemoryBackend, KeyValues, project_frame
+from effsam2.modeling.memory_attention import DenseMemoryBackend, KeyValues
 from effsam2.modeling.position import apply_rope
 
 FORMS = ("exact", "sdpa")
@@ -178,9 +179,10 @@ class PooledMemoryBackend(DenseMemoryBackend):
         store = self._entry_cache(frame) if self._can_cache(frame) else None
         if store is not None:
             k, v = self._cached_kv(store, layer_idx, attn, frame, table, grid, counts, rotation)
-        else:
-            k, v = project_frame(attn, frame, table)
-            k, v = pool_tokens(k, grid, self.window, counts), pool_tokens(v, grid, self.window, counts)
+        else:  # the official order: project, rotate, pool (values: pool first, v_proj is affine)
+            k = attn.split_heads(attn.k_proj(frame.tokens + frame.pos))
+            k = pool_tokens(apply_rope(k, table), grid, self.window, counts)
+            v = attn.split_heads(attn.v_proj(pool_tokens(frame.tokens, grid, self.window, counts)))
         log_counts = counts.log().to(k.dtype)
         if self.form == "sdpa":
             return KeyValues(k + log_counts[:, None], v)
