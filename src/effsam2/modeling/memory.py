@@ -58,6 +58,9 @@ class MemoryFrame:
     # (N,) grid indices of ``tokens`` when the entry was pruned, as it was when ``tokens`` were read: a snapshot,
     # so a backend that prunes the entry during a step does not change what this step's frame describes
     token_index: torch.Tensor | None = None
+    # (C_mem,) the temporal encoding included in ``pos`` (pos = spatial encoding + t_enc), so that backends
+    # caching keys per entry can add the part that changes with the slot at each read; None if unknown
+    t_enc: torch.Tensor | None = None
 
 
 @dataclass

@@ -68,9 +68,10 @@ def _memory_frame(model: SAM2Model, entry: MemoryEntry, frame_idx: int, t_pos: i
     pos = entry.maskmem_pos_enc.flatten(2).permute(0, 2, 1)
     if entry.token_index is not None:
         pos = pos[:, entry.token_index.to(pos.device)]
-    pos = pos + model.maskmem_tpos_enc[tc.num_maskmem - t_pos - 1]
+    t_enc = model.maskmem_tpos_enc[tc.num_maskmem - t_pos - 1]
+    pos = pos + t_enc
     return MemoryFrame(entry, frame_idx, t_pos, is_cond, tokens, pos.expand(tokens.shape[0], -1, -1), key,
-                       token_index=entry.token_index)
+                       token_index=entry.token_index, t_enc=t_enc.reshape(-1))
 
 
 def gather_memory(model: SAM2Model, frame_idx: int, memory: ObjectMemory, num_frames: int | None,
