@@ -80,6 +80,9 @@ class RecordingBackend:
         self.inner = inner
         self.calls: list[tuple[int, int]] = []
 
+    def begin_read(self, memory):
+        self.inner.begin_read(memory)
+
     def cross_attend(self, layer_idx, attn, q, table, memory):
         if layer_idx == 0:
             self.calls.append((memory.num_spatial_tokens(), memory.num_ptr_tokens))

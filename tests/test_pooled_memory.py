@@ -102,6 +102,7 @@ def ours(backend, attn: Attention, q_in: torch.Tensor, memory: MemoryReadout, gr
          table: torch.Tensor | None = None) -> torch.Tensor:
     table = axial_rope_table(C, grid[1], grid[0]) if table is None else table
     q = apply_rope(attn.split_heads(attn.q_proj(q_in)), table)
+    backend.begin_read(memory)  # as MemoryAttention does once per call
     return backend.cross_attend(0, attn, q, table, memory)[:, 0]
 
 

@@ -162,11 +162,9 @@ class PooledMemoryBackend(DenseMemoryBackend):
             cached = self._cell_tables[key] = table, counts, mean_rotation(table, grid, self.window, counts)
         return cached[1], cached[2]
 
-    def cross_attend(self, layer_idx: int, attn: Attention, q: torch.Tensor, table: torch.Tensor,
-                     memory: MemoryReadout) -> torch.Tensor:
-        if layer_idx == 0 and self._held:
+    def begin_read(self, memory: MemoryReadout) -> None:
+        if self._held:
             self._drop_unread(memory)
-        return super().cross_attend(layer_idx, attn, q, table, memory)
 
     def frame_kv(self, layer_idx: int, attn: Attention, frame: MemoryFrame, table: torch.Tensor,
                  memory: MemoryReadout, q: torch.Tensor) -> KeyValues:

@@ -123,6 +123,9 @@ class SparseMemoryBackend(DenseMemoryBackend):
         self.inner = inner if inner is not None else DenseMemoryBackend()
         self.compact = compact
 
+    def begin_read(self, memory: MemoryReadout) -> None:
+        self.inner.begin_read(memory)
+
     def cross_attend(self, layer_idx: int, attn: Attention, q: torch.Tensor, table: torch.Tensor,
                      memory: MemoryReadout) -> torch.Tensor:
         """q (B, heads, Nq, d) already rotated -> attention output (B, heads, Nq, d)."""

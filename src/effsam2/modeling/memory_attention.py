@@ -92,6 +92,9 @@ class DenseMemoryBackend:
 
     name = "dense"
 
+    def begin_read(self, memory: MemoryReadout) -> None:
+        """Called once per memory-attention call, before any layer reads ``memory`` (housekeeping hook)."""
+
     def frame_kv(self, layer_idx: int, attn: Attention, frame: MemoryFrame, table: torch.Tensor,
                  memory: MemoryReadout, q: torch.Tensor) -> KeyValues:
         k, v = project_frame(attn, frame, table)
@@ -159,6 +162,7 @@ class MemoryAttention(nn.Module):
                 memory: MemoryReadout) -> torch.Tensor:
         """curr, curr_pos (B, h*w, C) current frame -> memory-conditioned (B, h*w, C)."""
         table = self.rope.get(grid, curr.device)
+        self.backend.begin_read(memory)
         x = curr + 0.1 * curr_pos
         for i, layer in enumerate(self.layers):
             x = layer(x, table, memory, self.backend, i)
