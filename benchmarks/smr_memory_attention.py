@@ -10,7 +10,7 @@ Memory entries are random (timing does not depend on their values); each backend
 grows by one frame per step as in tracking, so SMR runs in its steady state: the newest frame is read
 whole and gets its pattern, the five older recent frames are read through theirs (and were compacted).
 
-    PYTHONPATH=src python scripts/bench_smr.py --accel dense,smr --repeats 7
+    PYTHONPATH=src python benchmarks/smr_memory_attention.py --accel dense,smr --repeats 7
 """
 
 from __future__ import annotations
