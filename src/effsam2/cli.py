@@ -14,7 +14,7 @@ import sys
 from effsam2.errors import Effsam2Error
 
 # Modules that provide a subcommand, in the order `effsam2 --help` lists them.
-SUBCOMMAND_MODULES: tuple[str, ...] = ()
+SUBCOMMAND_MODULES: tuple[str, ...] = ("effsam2.bench.cli",)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,236 @@
+"""Run the benchmark grid: models x image sizes x object counts x accelerations (+ the official row).
+
+Every model's rows share one set of weights (a checkpoint, or tracking-ready random weights) and one set
+of decoded frames; the dense row of each (model, size, objects) is measured first as the baseline.
+An acceleration whose module is not part of this build gives a row with ``error`` set (and one line on
+stderr) instead of numbers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from effsam2.accel.spec import AccelSpec
+from effsam2.bench.frames import decode_video, model_inputs
+from effsam2.bench.memory import PeakMemory
+from effsam2.bench.official import OfficialTracker, run_official_pass
+from effsam2.bench.records import (
+    OFFICIAL,
+    BenchRecord,
+    attach_speedups,
+    machine_info,
+    mask_iou,
+    summarise_timings,
+)
+from effsam2.bench.session import DenseFrameEncoder, FrameEncoder, PassResult, run_pass, spread_clicks
+from effsam2.bench.timer import FrameTimer, mean_per_frame, median_of_repeats
+from effsam2.bench.weights import reference_state
+from effsam2.build import build_model
+from effsam2.configs import get_config
+from effsam2.errors import Effsam2Error
+from effsam2.modeling.sam2_model import SAM2Model
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class AccelUnavailable(Effsam2Error):
+    """An acceleration whose implementation is not in this build."""
+
+
+@dataclass
+class BenchOptions:
+    """Everything one ``effsam2 bench`` run measures (validated by the CLI)."""
+
+    models: list[str]
+    video: Path
+    image_sizes: list[int | None] = field(default_factory=lambda: [None])  # None: the model's own size
+    accels: list[AccelSpec] = field(default_factory=lambda: [AccelSpec()])
+    objects: list[int] = field(default_factory=lambda: [1])
+    frames: int = 8
+    warmup: int = 1
+    repeats: int = 3
+    dtype: str = "fp32"
+    compile: bool = False
+    device: str = "cpu"
+    checkpoints: dict[str, str] = field(default_factory=dict)
+    against_official: bool = False
+    seed: int = 0
+
+    def accel_list(self) -> list[AccelSpec]:
+        """The requested accelerations with dense first (always measured: it is every row's baseline)."""
+        rest = [s for s in self.accels if not s.is_dense]
+        return [AccelSpec(), *dict.fromkeys(rest)]
+
+
+def _missing_accel(err: ImportError, label: str) -> AccelUnavailable | None:
+    """The 'unavailable' error when ``err`` is a missing acceleration module (anything else is a bug)."""
+    if (err.name or "").startswith("effsam2.accel"):
+        return AccelUnavailable(f"{label} unavailable: {err.name} is not part of this build")
+    return None
+
+
+def _import_accel(module: str, label: str):
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        raise (_missing_accel(err, label) or err) from None
+
+
+def build_accel_model(name: str, image_size: int, spec: AccelSpec, state: dict,
+                      device: torch.device) -> SAM2Model:
+    """Our model with ``spec``'s memory backend and the shared weights, in eval mode on ``device``."""
+    try:
+        model = build_model(name, image_size=image_size, accel=spec)
+    except ImportError as err:  # a memory backend module (pooled / sparse) that is not merged yet
+        raise (_missing_accel(err, spec.label) or err) from None
+    model.load_state_dict(state, strict=True)
+    return model.to(device).eval()
+
+
+def make_frame_encoder(model: SAM2Model, spec: AccelSpec) -> FrameEncoder:
+    """Dense encoding, or (SWR) a routed encoder that picks stage-3 windows from the previous frame."""
+    if not spec.swr:
+        return DenseFrameEncoder(model)
+    _import_accel("effsam2.accel.window_routing", spec.label)
+    raise AccelUnavailable(f"{spec.label} unavailable: the benchmark has no adapter for window routing yet")
+
+
+def compile_components(model: SAM2Model) -> None:
+    """``torch.compile`` each component in place (the state dict and the module tree are unchanged)."""
+    for module in (model.image_encoder, model.memory_attention, model.memory_encoder,
+                   model.sam_prompt_encoder, model.sam_mask_decoder):
+        module.compile()
+
+
+def _sync_for(device: torch.device) -> Callable[[], None]:
+    if device.type == "cuda":
+        return lambda: torch.cuda.synchronize(device)
+    return lambda: None
+
+
+def _autocast_for(device: torch.device, dtype: str) -> Callable[[], contextlib.AbstractContextManager]:
+    if dtype == "fp32":
+        return contextlib.nullcontext
+    return lambda: torch.autocast(device_type=device.type, dtype=DTYPES[dtype])
+
+
+class Runner:
+    """Measures the rows of :class:`BenchOptions`; ``log`` receives one line per row (stderr by default)."""
+
+    def __init__(self, options: BenchOptions, log: Callable[[str], None] | None = None) -> None:
+        self.opt = options
+        self.device = torch.device(options.device)
+        self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+        self.machine = machine_info(options.device)
+
+    def run(self) -> list[BenchRecord]:
+        opt = self.opt
+        rgb = decode_video(opt.video, opt.frames)
+        records: list[BenchRecord] = []
+        for name in opt.models:
+            for size in opt.image_sizes:
+                size = size or get_config(name).image_size
+                state, weights = reference_state(name, size, opt.checkpoints.get(name), opt.seed)
+                images = [x.to(self.device) for x in model_inputs(rgb, size)]
+                for objects in opt.objects:
+                    specs: list[AccelSpec | None] = list(opt.accel_list())
+                    if opt.against_official:
+                        specs.append(None)  # the official row
+                    group = [self._row(name, size, objects, spec, state, weights, images) for spec in specs]
+                    _compare_masks(group)
+                    records.extend(record for record, _ in group)
+        attach_speedups(records)
+        return records
+
+    def _row(self, name: str, size: int, objects: int, spec: AccelSpec | None, state: dict, weights: str,
+             images: list[torch.Tensor]) -> tuple[BenchRecord, torch.Tensor | None]:
+        """One measured row (or one with ``error`` set) and its last pass's (T, objects, h, w) masks."""
+        opt = self.opt
+        record = BenchRecord(
+            model=name, accel="official" if spec is None else spec.label, image_size=size, device=opt.device,
+            dtype=opt.dtype, objects=objects, frames=opt.frames, warmup=opt.warmup, repeats=opt.repeats,
+            compile=opt.compile, implementation=OFFICIAL if spec is None else "effsam2",
+            accel_options={} if spec is None else _options(spec), weights=weights, video=Path(opt.video).name,
+            machine=dict(self.machine, **_load()))
+        mem = PeakMemory(self.device)
+        mem.start()
+        try:
+            passes = self._official_passes(name, size, objects, state, images) if spec is None else \
+                self._passes(name, size, objects, spec, state, images)
+        except AccelUnavailable as err:
+            record.error = str(err)
+            self.log(f"bench: {name} {record.accel} {size}px {objects} obj: {err}")
+            return record, None
+        finally:
+            mem.stop()
+        per_repeat = [mean_per_frame(p.frames, opt.warmup) for p in passes]
+        summarise_timings(record, per_repeat, median_of_repeats(per_repeat))
+        record.peak_mem_mb, record.mem_before_mb, record.peak_mem_kind = mem.peak_mb, mem.before_mb, mem.kind
+        last = passes[-1]
+        tracked = slice(1, None) if last.scores.shape[0] > 1 else slice(None)
+        record.mask_fg_fraction = last.masks[tracked].float().mean().item()
+        record.object_score_mean = last.scores[tracked].mean().item()
+        self.log(f"bench: {name} {record.accel} {size}px {objects} obj {opt.dtype}: "
+                 f"{record.ms['frame']:.1f} ms/frame ({record.fps:.2f} FPS)")
+        return record, last.masks
+
+    def _passes(self, name: str, size: int, objects: int, spec: AccelSpec, state: dict,
+                images: list[torch.Tensor]) -> list[PassResult]:
+        model = build_accel_model(name, size, spec, state, self.device)
+        encoder = make_frame_encoder(model, spec)
+        if self.opt.compile:
+            compile_components(model)
+        prompts = spread_clicks(objects, size, self.device)
+        context = _autocast_for(self.device, self.opt.dtype)
+        with torch.inference_mode():
+            return [run_pass(model, images, prompts, encoder, self._timer(), context, pass_index=r)
+                    for r in range(self.opt.repeats)]
+
+    def _official_passes(self, name: str, size: int, objects: int, state: dict,
+                         images: list[torch.Tensor]) -> list[PassResult]:
+        try:
+            tracker = OfficialTracker(get_config(name, size), state, self.device)
+        except Effsam2Error as err:
+            raise AccelUnavailable(f"official row unavailable: {err}") from None
+        prompts = spread_clicks(objects, size, self.device)
+        context = _autocast_for(self.device, self.opt.dtype)
+        with torch.inference_mode():
+            return [run_official_pass(tracker, images, prompts, self._timer(), context)
+                    for _ in range(self.opt.repeats)]
+
+    def _timer(self) -> FrameTimer:
+        return FrameTimer(sync=_sync_for(self.device), cpu_clock=time.process_time)
+
+
+def _compare_masks(group: list[tuple[BenchRecord, torch.Tensor | None]]) -> None:
+    """Set each row's ``mask_iou_vs_dense`` (1.0: the same segmentation as the dense row)."""
+    dense = next((masks for r, masks in group if r.is_baseline and masks is not None), None)
+    for record, masks in group:
+        if dense is not None and masks is not None:
+            record.mask_iou_vs_dense = mask_iou(masks, dense)
+
+
+def _load() -> dict:
+    """The 1-minute load average when the row started (other processes slow CPU timings down)."""
+    return {"load_avg_1min": round(os.getloadavg()[0], 2)} if hasattr(os, "getloadavg") else {}
+
+
+def _options(spec: AccelSpec) -> dict:
+    """The settings that matter for the acceleration(s) of ``spec`` (none for dense)."""
+    out: dict = {}
+    if spec.pool is not None:
+        out["pool_window"] = spec.pool_window
+    if spec.smr:
+        out["smr_sparsity"] = spec.smr_sparsity
+    if spec.swr:
+        out.update(swr_shortcut=spec.swr_shortcut, swr_fraction=spec.swr_fraction)
+    return out
