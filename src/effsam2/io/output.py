@@ -1,0 +1,177 @@
+"""``OutputWriter``: everything ``effsam2 track`` writes for one video, fed frame by frame.
+
+Layout of ``out_dir``::
+
+    masks/<frame_name>.png   "png": one DAVIS palette PNG per frame that received masks,
+                             written atomically as soon as the frame is added
+    masks.json               "rle": COCO RLE per (frame, object), written at close()
+    overlay.mp4              "mp4": the input with masks overlaid, written at close()
+
+Masks can arrive in any frame order (propagation runs forward, then backward) and a frame can be
+added again (its outputs are replaced). Memory stays bounded on long videos: masks are kept only
+as COCO RLE (typically well under 1% of a raw frame per object), never as full arrays.
+Overlaps between objects are resolved as in ``labels_from_masks`` (lowest object id wins), the
+same way for the PNGs and the overlay.
+"""
+
+from __future__ import annotations
+
+import operator
+import os
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from effsam2.errors import Effsam2Error
+from effsam2.io.frames import FrameIndexError, FrameSource
+from effsam2.io.masks import as_bool_mask, check_label_id, labels_from_masks, save_label_png
+from effsam2.io.overlay import write_overlay_video
+from effsam2.io.rle import RleJsonWriter, decode_rle, encode_rle
+
+if TYPE_CHECKING:  # Python 3.10 has no typing.Self
+    from typing_extensions import Self
+
+__all__ = ["OUTPUT_FORMATS", "OutputWriter", "parse_formats"]
+
+OUTPUT_FORMATS = ("png", "rle", "mp4")
+
+
+def parse_formats(formats: str | Iterable[str]) -> tuple[str, ...]:
+    """Normalise ``"png,mp4"`` or ``["PNG", "mp4"]`` to a tuple in canonical order.
+
+    ``Effsam2Error`` naming the offender for an unknown format or an empty selection.
+    """
+    items = formats.split(",") if isinstance(formats, str) else list(formats)
+    chosen = set()
+    for f in items:
+        name = str(f).strip().lower()
+        if name not in OUTPUT_FORMATS:
+            raise Effsam2Error(f"unknown output format {str(f).strip()!r} (choose from {', '.join(OUTPUT_FORMATS)})")
+        chosen.add(name)
+    if not chosen:
+        raise Effsam2Error(f"no output format given (choose from {', '.join(OUTPUT_FORMATS)})")
+    return tuple(f for f in OUTPUT_FORMATS if f in chosen)
+
+
+class OutputWriter:
+    """Writes masks for the frames of one ``FrameSource`` in the chosen formats.
+
+    Args:
+        out_dir: output folder (created if missing).
+        formats: subset of {"png", "rle", "mp4"} (iterable or comma-separated string).
+        frames: the source the masks belong to (size, frame names, overlay pixels).
+        fps: overlay frame rate (default: the source's).
+        alpha: overlay opacity.
+
+    Use as a context manager: a clean exit calls ``close()``; an exception calls ``abort()``, which
+    leaves the PNGs already written (each is complete) and writes neither masks.json nor
+    overlay.mp4.
+    """
+
+    def __init__(
+        self,
+        out_dir: str | os.PathLike[str],
+        formats: str | Iterable[str],
+        frames: FrameSource,
+        *,
+        fps: float | None = None,
+        alpha: float = 0.5,
+    ):
+        self.formats = parse_formats(formats)
+        self.out_dir = Path(out_dir)
+        self.frames = frames
+        self.fps = fps
+        self.alpha = alpha
+        self.masks_dir = self.out_dir / "masks"
+        self.json_path = self.out_dir / "masks.json"
+        self.video_path = self.out_dir / "overlay.mp4"
+        try:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            if "png" in self.formats:
+                self.masks_dir.mkdir(exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise Effsam2Error(f"{self.out_dir}: output path exists and is not a folder") from None
+        except OSError as e:
+            raise Effsam2Error(f"{self.out_dir}: cannot create output folder ({e.strerror or e})") from None
+        # One RLE store serves masks.json and the overlay (which decodes it back at close()).
+        self._store = RleJsonWriter(
+            self.json_path, height=frames.height, width=frames.width, num_frames=len(frames),
+            frame_names=frames.frame_names, fps=frames.fps,
+        )
+        self._added: set[int] = set()
+        self._closed = False
+
+    def add(self, frame_idx: int, masks: Mapping[int, Any]) -> None:
+        """Record the masks of frame ``frame_idx``: obj_id -> (H, W) bool mask.
+
+        Ids must be 1..255 when writing "png" or "mp4" (label maps are uint8), >= 0 for "rle"
+        alone. An empty mapping marks the frame as processed with no object visible.
+        """
+        if self._closed:
+            raise ValueError("OutputWriter is closed")
+        n = len(self.frames)
+        i = operator.index(frame_idx)
+        if not 0 <= i < n:
+            raise FrameIndexError(f"frame index {i} out of range for {self.frames.name} ({n} frames: 0..{n - 1})")
+        shape = (self.frames.height, self.frames.width)
+        bools = {}
+        for obj_id, mask in masks.items():
+            oid = check_label_id(obj_id) if self.formats != ("rle",) else operator.index(obj_id)
+            m = as_bool_mask(mask, f"mask of object {oid} in frame {i}")
+            if m.shape != shape:
+                raise ValueError(f"mask of object {oid} in frame {i} has shape {m.shape}, expected {shape}")
+            bools[oid] = m
+        if "png" in self.formats:
+            name = self.frames.frame_names[i]
+            save_label_png(self.masks_dir / f"{name}.png", labels_from_masks(bools, shape=shape))
+        self._store.clear_frame(i)  # re-adding a frame replaces all its objects
+        for oid, m in bools.items():
+            self._store.add_rle(i, oid, encode_rle(m))
+        self._added.add(i)
+
+    def _labels(self, i: int) -> np.ndarray | None:
+        if i not in self._added:
+            return None
+        rles = self._store.frame_rles(i) or {}
+        shape = (self.frames.height, self.frames.width)
+        return labels_from_masks({o: decode_rle(r) for o, r in rles.items()}, shape=shape)
+
+    def close(self, on_frame: Callable[[int], Any] | None = None) -> list[Path]:
+        """Write masks.json and overlay.mp4 (as selected); returns every output path written.
+
+        ``on_frame(i)`` is called after each overlay frame is encoded (for a progress bar).
+        """
+        if self._closed:
+            return []
+        written = []
+        if "png" in self.formats:
+            written += [self.masks_dir / f"{self.frames.frame_names[i]}.png" for i in sorted(self._added)]
+        try:
+            if "rle" in self.formats:  # first: quick, and useful even if the overlay then fails
+                written.append(self._store.write())
+            if "mp4" in self.formats:
+                write_overlay_video(self.video_path, self.frames, self._labels, fps=self.fps, alpha=self.alpha,
+                                    on_frame=on_frame)
+                written.append(self.video_path)
+        finally:
+            self.abort()  # frees the stored RLE
+        return written
+
+    def abort(self) -> None:
+        """Stop without writing masks.json or overlay.mp4 (PNGs already written stay)."""
+        self._store.abort()
+        self._closed = True
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
