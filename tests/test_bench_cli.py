@@ -16,11 +16,13 @@ COMPONENTS = ("image_encoder", "memory_attention", "memory_encoder", "mask_decod
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory, videos_dir):
-    """sam2.1_hiera_t at 256, dense (and the official row when the oracle is installed), 1 object, 2 frames."""
+    """sam2.1_hiera_t at 256, dense, 1 object, 2 frames: our loop, the VideoPredictor loop, and the official
+    row when the oracle is installed."""
     out = tmp_path_factory.mktemp("bench")
     paths = {"json": out / "bench.json", "md": out / "bench.md", "png": out / "bench.png"}
     argv = ["bench", "--model", "sam2.1_hiera_t", "--image-size", "256", "--accel", "dense", "--objects", "1",
             "--frames", "2", "--warmup", "1", "--repeats", "1", "--video", str(videos_dir / "bedroom.mp4"),
+            "--loop", "steps,predictor",
             "--json", str(paths["json"]), "--markdown", str(paths["md"]), "--plot", str(paths["png"])]
     try:
         import sam2  # noqa: F401
@@ -35,8 +37,8 @@ def smoke_run(tmp_path_factory, videos_dir):
 def test_smoke_json_records(smoke_run):
     _, records = smoke_run
     dense = records[0]
-    assert (dense["model"], dense["accel"], dense["image_size"], dense["objects"]) == ("sam2.1_hiera_t", "dense",
-                                                                                       256, 1)
+    assert (dense["model"], dense["accel"], dense["image_size"], dense["objects"], dense["loop"]) == (
+        "sam2.1_hiera_t", "dense", 256, 1, "steps")
     assert dense["error"] is None and dense["device"] == "cpu" and dense["dtype"] == "fp32"
     ms = dense["ms"]
     assert all(ms[c] > 0 for c in COMPONENTS)
@@ -52,6 +54,18 @@ def test_smoke_json_records(smoke_run):
     assert machine["torch"] and machine["cpu"] and machine["torch_threads"] >= 1
 
 
+def test_smoke_predictor_loop_tracks_the_same_masks(smoke_run):
+    _, records = smoke_run
+    row = next(r for r in records if r["loop"] == "predictor")
+    assert row["error"] is None and row["accel"] == "dense"
+    assert all(row["ms"][c] > 0 for c in COMPONENTS)
+    assert row["ms"]["frame"] >= sum(row["ms"][c] for c in COMPONENTS)
+    assert row["speedup_vs_dense"] == 1.0  # its own baseline: the dense row of the same loop
+    # the VideoPredictor API and the benchmark's own loop segment identically (and not trivially)
+    assert 0.01 < row["mask_fg_fraction"] < 0.99
+    assert row["mask_iou_vs_dense"] > 0.99
+
+
 def test_smoke_official_row_computes_what_our_dense_row_computes(smoke_run):
     _, records = smoke_run
     official = [r for r in records if r["accel"] == "official"]
@@ -62,6 +76,7 @@ def test_smoke_official_row_computes_what_our_dense_row_computes(smoke_run):
     assert row["ms"]["image_encoder"] > 0 and row["ms"]["track_step"] > 0
     assert row["ms"]["memory_attention"] is None  # the official step is timed as one call
     assert row["speedup_vs_dense"] > 0
+    assert 0.01 < row["mask_fg_fraction"] < 0.99
     assert row["mask_iou_vs_dense"] > 0.99  # same weights, same frames, same clicks -> same masks
 
 
@@ -81,6 +96,7 @@ def test_smoke_markdown_and_plot(smoke_run):
     (["--image-size", "250"], "multiple of 32"),
     (["--frames", "2", "--warmup", "2"], "--warmup"),
     (["--checkpoint", "/nonexistent/ckpt.pt"], "checkpoint not found"),
+    (["--loop", "turbo"], "unknown loop"),
 ])
 def test_bad_input_exits_2_with_one_line(argv, message, capsys):
     assert main(["bench", *argv]) == 2

@@ -20,6 +20,7 @@ from effsam2.configs import get_config
 from effsam2.errors import CheckpointError, Effsam2Error, VideoError
 
 DEFAULT_MODEL = "sam2.1_hiera_t"
+LOOPS = ("steps", "predictor")
 
 
 def add_parser(subparsers) -> None:
@@ -50,9 +51,13 @@ def add_parser(subparsers) -> None:
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the components (slow to compile, minutes on a CPU; raise --warmup)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
-    p.add_argument("--video", help="video file (default: a clip from ../shared/data/videos)")
+    p.add_argument("--video", help="video file or frame folder (default: a clip from ../shared/data/videos)")
     p.add_argument("--against-official", action="store_true",
                    help="add a row running the official sam2 package, same weights (SAM 2 / 2.1 only)")
+    p.add_argument("--loop", action="append", default=[],
+                   help="comma list: steps (the model functions in the benchmark's own loop, as the official "
+                        "row; default) and/or predictor (the VideoPredictor API, with frame preprocessing "
+                        "and mask upsampling)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--json", dest="json_path", help="write the records as JSON")
@@ -118,19 +123,22 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise Effsam2Error("--device cuda asked for, but torch sees no CUDA device")
     video = Path(args.video) if args.video else default_video()
-    if not video.is_file():
+    if not video.exists():
         raise VideoError(f"video not found: {video}")
     if args.plot:
         check_plotting()
     if args.against_official and (why := official_available()):
         raise Effsam2Error(f"--against-official: {why}")
+    loops = list(dict.fromkeys(_split(args.loop) or ["steps"]))
+    if unknown := [loop for loop in loops if loop not in LOOPS]:
+        raise Effsam2Error(f"unknown loop {unknown[0]!r}; choose from {', '.join(LOOPS)}")
     if args.threads is not None and args.threads < 1:
         raise Effsam2Error("--threads must be at least 1")
     return BenchOptions(models=models, video=video, image_sizes=sizes, accels=accels,
                         objects=_ints(args.objects, "object counts", 1) or [1], frames=args.frames,
                         warmup=args.warmup, repeats=args.repeats, dtype=args.dtype, compile=args.compile,
                         device=device, checkpoints=_checkpoints(args.checkpoint, models),
-                        against_official=args.against_official, seed=args.seed)
+                        against_official=args.against_official, seed=args.seed, loops=loops)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,4 +1,5 @@
-"""Real frames for the benchmark: a clip from the shared data folder (or ``--video``), decoded once.
+"""Real frames for the benchmark: a clip from the shared data folder (or ``--video``: a video file or a
+folder of images), decoded once.
 
 Decoding and resizing happen before timing (the official predictor also loads every frame up front in
 ``init_state``), so the benchmark measures the model only.
@@ -13,6 +14,7 @@ import numpy as np
 import torch
 
 from effsam2.errors import VideoError
+from effsam2.io.frames import open_frames
 from effsam2.preprocess import preprocess_frame
 
 # Preferred default clips, in order; any other mp4 in the folder is used if none of these is there.
@@ -38,24 +40,11 @@ def default_video() -> Path:
 
 
 def decode_video(path: str | os.PathLike, count: int) -> list[np.ndarray]:
-    """The first ``count`` frames of a video as (H, W, 3) uint8 RGB arrays."""
-    import av
-
-    path = Path(path)
-    if not path.is_file():
-        raise VideoError(f"video not found: {path}")
-    frames: list[np.ndarray] = []
-    try:
-        with av.open(str(path)) as container:
-            for frame in container.decode(video=0):
-                frames.append(frame.to_ndarray(format="rgb24"))
-                if len(frames) == count:
-                    break
-    except (av.error.FFmpegError, ValueError, IndexError) as err:  # not a video, or no video stream
-        raise VideoError(f"cannot decode {path}: {err}") from None
-    if len(frames) < count:
-        raise VideoError(f"{path} has {len(frames)} frames, the benchmark asked for {count}")
-    return frames
+    """The first ``count`` frames of a video file or frame folder as (H, W, 3) uint8 RGB arrays."""
+    with open_frames(path) as source:
+        if len(source) < count:
+            raise VideoError(f"{path} has {len(source)} frames, the benchmark asked for {count}")
+        return [source.get(i) for i in range(count)]
 
 
 def model_inputs(frames: list[np.ndarray], image_size: int) -> list[torch.Tensor]:

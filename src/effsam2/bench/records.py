@@ -39,6 +39,7 @@ class BenchRecord:
     warmup: int
     repeats: int
     compile: bool = False
+    loop: str = "steps"  # "steps": the model functions in our loop; "predictor": the VideoPredictor API
     implementation: str = OURS
     accel_options: dict[str, Any] = field(default_factory=dict)
     weights: str = ""  # checkpoint path, or how the random weights were made
@@ -61,7 +62,7 @@ class BenchRecord:
     @property
     def baseline_key(self) -> tuple:
         """Rows sharing this key are compared with the same dense baseline."""
-        return (self.model, self.image_size, self.objects, self.dtype, self.device, self.compile)
+        return (self.model, self.image_size, self.objects, self.dtype, self.device, self.compile, self.loop)
 
     @property
     def is_baseline(self) -> bool:

@@ -50,7 +50,8 @@ def _num(value: float | None, digits: int = 1) -> str:
 def row_label(r: BenchRecord) -> str:
     dtype = "" if r.dtype == "fp32" else f" {r.dtype}"
     compiled = " compiled" if r.compile else ""
-    return f"{r.model} {r.accel} {r.image_size}px {r.objects}obj{dtype}{compiled}"
+    loop = "" if r.loop == "steps" else f" ({r.loop})"
+    return f"{r.model} {r.accel}{loop} {r.image_size}px {r.objects}obj{dtype}{compiled}"
 
 
 def markdown_table(records: list[BenchRecord]) -> str:
@@ -61,6 +62,8 @@ def markdown_table(records: list[BenchRecord]) -> str:
     for r in records:
         speed = "-" if r.speedup_vs_dense is None else f"{r.speedup_vs_dense:.2f}x"
         note = r.error or ("" if r.implementation == "effsam2" else r.implementation)
+        if r.loop != "steps" and not r.error:
+            note = (note + f" {r.loop} loop").strip()
         if r.compile and not r.error:
             note = (note + " compiled").strip()
         cells = [r.model, r.accel, str(r.image_size), str(r.objects), r.dtype,

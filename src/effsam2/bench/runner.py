@@ -23,8 +23,10 @@ from effsam2.accel.spec import AccelSpec
 from effsam2.bench.frames import decode_video, model_inputs
 from effsam2.bench.memory import PeakMemory
 from effsam2.bench.official import OfficialTracker, run_official_pass
+from effsam2.bench.predictor_loop import run_predictor_pass
 from effsam2.bench.records import (
     OFFICIAL,
+    OURS,
     BenchRecord,
     attach_speedups,
     machine_info,
@@ -62,6 +64,7 @@ class BenchOptions:
     compile: bool = False
     device: str = "cpu"
     checkpoints: dict[str, str] = field(default_factory=dict)
+    loops: list[str] = field(default_factory=lambda: ["steps"])
     against_official: bool = False
     seed: int = 0
 
@@ -123,6 +126,27 @@ def _autocast_for(device: torch.device, dtype: str) -> Callable[[], contextlib.A
     return lambda: torch.autocast(device_type=device.type, dtype=DTYPES[dtype])
 
 
+@dataclass
+class Row:
+    """What one row measures."""
+
+    model: str
+    image_size: int
+    objects: int
+    loop: str  # "steps" (our loop over the model functions) or "predictor" (the VideoPredictor API)
+    spec: AccelSpec | None  # None: the official row
+
+
+@dataclass
+class Clip:
+    """Inputs shared by every row of one model and image size."""
+
+    rgb: list  # (H, W, 3) uint8 frames
+    images: list[torch.Tensor]  # (1, 3, S, S) model inputs on the device
+    state: dict[str, torch.Tensor]  # the weights
+    weights: str  # their description
+
+
 class Runner:
     """Measures the rows of :class:`BenchOptions`; ``log`` receives one line per row (stderr by default)."""
 
@@ -132,6 +156,13 @@ class Runner:
         self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
         self.machine = machine_info(options.device)
 
+    def rows(self, name: str, size: int, objects: int) -> list[Row]:
+        """Dense first in every loop, then the accelerations, then the official row."""
+        rows = [Row(name, size, objects, loop, spec) for loop in self.opt.loops for spec in self.opt.accel_list()]
+        if self.opt.against_official:
+            rows.append(Row(name, size, objects, "steps", None))
+        return rows
+
     def run(self) -> list[BenchRecord]:
         opt = self.opt
         rgb = decode_video(opt.video, opt.frames)
@@ -140,35 +171,32 @@ class Runner:
             for size in opt.image_sizes:
                 size = size or get_config(name).image_size
                 state, weights = reference_state(name, size, opt.checkpoints.get(name), opt.seed)
-                images = [x.to(self.device) for x in model_inputs(rgb, size)]
+                clip = Clip(rgb, [x.to(self.device) for x in model_inputs(rgb, size)], state, weights)
                 for objects in opt.objects:
-                    specs: list[AccelSpec | None] = list(opt.accel_list())
-                    if opt.against_official:
-                        specs.append(None)  # the official row
-                    group = [self._row(name, size, objects, spec, state, weights, images) for spec in specs]
+                    group = [self._row(row, clip) for row in self.rows(name, size, objects)]
                     _compare_masks(group)
                     records.extend(record for record, _ in group)
         attach_speedups(records)
         return records
 
-    def _row(self, name: str, size: int, objects: int, spec: AccelSpec | None, state: dict, weights: str,
-             images: list[torch.Tensor]) -> tuple[BenchRecord, torch.Tensor | None]:
+    def _row(self, row: Row, clip: Clip) -> tuple[BenchRecord, torch.Tensor | None]:
         """One measured row (or one with ``error`` set) and its last pass's (T, objects, h, w) masks."""
-        opt = self.opt
+        opt, spec = self.opt, row.spec
         record = BenchRecord(
-            model=name, accel="official" if spec is None else spec.label, image_size=size, device=opt.device,
-            dtype=opt.dtype, objects=objects, frames=opt.frames, warmup=opt.warmup, repeats=opt.repeats,
-            compile=opt.compile, implementation=OFFICIAL if spec is None else "effsam2",
-            accel_options={} if spec is None else _options(spec), weights=weights, video=Path(opt.video).name,
-            machine=dict(self.machine, **_load()))
+            model=row.model, accel="official" if spec is None else spec.label, image_size=row.image_size,
+            device=opt.device, dtype=opt.dtype, objects=row.objects, frames=opt.frames, warmup=opt.warmup,
+            repeats=opt.repeats, compile=opt.compile and spec is not None, loop=row.loop,
+            implementation=OFFICIAL if spec is None else OURS,
+            accel_options={} if spec is None else _options(spec), weights=clip.weights,
+            video=Path(opt.video).name, machine=dict(self.machine, **_load()))
+        what = f"{row.model} {record.accel} {row.image_size}px {row.objects} obj ({row.loop} loop)"
         mem = PeakMemory(self.device)
         mem.start()
         try:
-            passes = self._official_passes(name, size, objects, state, images) if spec is None else \
-                self._passes(name, size, objects, spec, state, images)
+            passes = self._official_passes(row, clip) if spec is None else self._passes(row, clip)
         except AccelUnavailable as err:
             record.error = str(err)
-            self.log(f"bench: {name} {record.accel} {size}px {objects} obj: {err}")
+            self.log(f"bench: {what}: {err}")
             return record, None
         finally:
             mem.stop()
@@ -179,32 +207,34 @@ class Runner:
         tracked = slice(1, None) if last.scores.shape[0] > 1 else slice(None)
         record.mask_fg_fraction = last.masks[tracked].float().mean().item()
         record.object_score_mean = last.scores[tracked].mean().item()
-        self.log(f"bench: {name} {record.accel} {size}px {objects} obj {opt.dtype}: "
-                 f"{record.ms['frame']:.1f} ms/frame ({record.fps:.2f} FPS)")
+        self.log(f"bench: {what} {opt.dtype}: {record.ms['frame']:.1f} ms/frame ({record.fps:.2f} FPS)")
         return record, last.masks
 
-    def _passes(self, name: str, size: int, objects: int, spec: AccelSpec, state: dict,
-                images: list[torch.Tensor]) -> list[PassResult]:
-        model = build_accel_model(name, size, spec, state, self.device)
-        encoder = make_frame_encoder(model, spec)
+    def _passes(self, row: Row, clip: Clip) -> list[PassResult]:
+        model = build_accel_model(row.model, row.image_size, row.spec, clip.state, self.device)
+        encoder = make_frame_encoder(model, row.spec)
+        if row.loop == "predictor" and not isinstance(encoder, DenseFrameEncoder):
+            raise AccelUnavailable(f"{row.spec.label} unavailable in the predictor loop (no window routing there)")
         if self.opt.compile:
             compile_components(model)
-        prompts = spread_clicks(objects, size, self.device)
+        prompts = spread_clicks(row.objects, row.image_size, self.device)
         context = _autocast_for(self.device, self.opt.dtype)
         with torch.inference_mode():
-            return [run_pass(model, images, prompts, encoder, self._timer(), context, pass_index=r)
+            if row.loop == "predictor":
+                return [run_predictor_pass(model, clip.rgb, prompts, self._timer(), context)
+                        for _ in range(self.opt.repeats)]
+            return [run_pass(model, clip.images, prompts, encoder, self._timer(), context, pass_index=r)
                     for r in range(self.opt.repeats)]
 
-    def _official_passes(self, name: str, size: int, objects: int, state: dict,
-                         images: list[torch.Tensor]) -> list[PassResult]:
+    def _official_passes(self, row: Row, clip: Clip) -> list[PassResult]:
         try:
-            tracker = OfficialTracker(get_config(name, size), state, self.device)
+            tracker = OfficialTracker(get_config(row.model, row.image_size), clip.state, self.device)
         except Effsam2Error as err:
             raise AccelUnavailable(f"official row unavailable: {err}") from None
-        prompts = spread_clicks(objects, size, self.device)
+        prompts = spread_clicks(row.objects, row.image_size, self.device)
         context = _autocast_for(self.device, self.opt.dtype)
         with torch.inference_mode():
-            return [run_official_pass(tracker, images, prompts, self._timer(), context)
+            return [run_official_pass(tracker, clip.images, prompts, self._timer(), context)
                     for _ in range(self.opt.repeats)]
 
     def _timer(self) -> FrameTimer:
@@ -212,8 +242,9 @@ class Runner:
 
 
 def _compare_masks(group: list[tuple[BenchRecord, torch.Tensor | None]]) -> None:
-    """Set each row's ``mask_iou_vs_dense`` (1.0: the same segmentation as the dense row)."""
-    dense = next((masks for r, masks in group if r.is_baseline and masks is not None), None)
+    """Set each row's ``mask_iou_vs_dense``: against the dense row of the steps loop (1.0: same masks)."""
+    dense = next((masks for r, masks in sorted(group, key=lambda g: g[0].loop != "steps")
+                  if r.is_baseline and masks is not None), None)
     for record, masks in group:
         if dense is not None and masks is not None:
             record.mask_iou_vs_dense = mask_iou(masks, dense)
