@@ -24,3 +24,32 @@ def davis_dir(shared_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def videos_dir(shared_dir: Path) -> Path:
     return shared_dir / "data" / "videos"
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """sam2.1_hiera_t in the official checkpoint layout with non-degenerate random weights."""
+    from tests.helpers.weights import random_checkpoint
+
+    path = tmp_path_factory.mktemp("checkpoints") / "sam2.1_hiera_tiny.pt"
+    random_checkpoint(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def short_clip(tmp_path_factory, videos_dir) -> Path:
+    """The first 10 frames of a real clip (bedroom.mp4, 960x540) re-encoded as a short h264 mp4."""
+    import av
+
+    path = tmp_path_factory.mktemp("clips") / "bedroom10.mp4"
+    with av.open(str(videos_dir / "bedroom.mp4")) as src, av.open(str(path), "w") as dst:
+        stream = dst.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 960, 540, "yuv420p"
+        for i, frame in enumerate(src.decode(video=0)):
+            if i == 10:
+                break
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame.to_ndarray(format="rgb24"), "rgb24")):
+                dst.mux(packet)
+        for packet in stream.encode():
+            dst.mux(packet)
+    return path

@@ -1,5 +1,7 @@
 """effsam2: fast promptable video object segmentation for the SAM 2 family."""
 
+from effsam2.build import build_model
+from effsam2.configs import get_config, list_models
 from effsam2.errors import (
     CheckpointError,
     DatasetError,
@@ -8,9 +10,6 @@ from effsam2.errors import (
     UnknownModelError,
     VideoError,
 )
-
-from effsam2.build import build_model
-from effsam2.configs import get_config, list_models
 
 __version__ = "0.1.0"
 

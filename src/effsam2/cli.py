@@ -14,7 +14,12 @@ import sys
 from effsam2.errors import Effsam2Error
 
 # Modules that provide a subcommand, in the order `effsam2 --help` lists them.
-SUBCOMMAND_MODULES: tuple[str, ...] = ("effsam2.bench.cli",)
+SUBCOMMAND_MODULES: tuple[str, ...] = (
+    "effsam2.predictor.cli",
+    "effsam2.model_cli",
+    "effsam2.eval.cli",
+    "effsam2.bench.cli",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,7 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except Effsam2Error as err:  # raised by option parsers that check values (e.g. --point X,Y)
+        print(f"effsam2: error: {err}", file=sys.stderr)
+        return 2
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 2

@@ -11,7 +11,8 @@ import os
 
 import pytest
 import torch
-from torch import nn
+
+from tests.helpers.weights import perturb_weights
 
 CONFIG_FILES = {
     "sam2.1_hiera_t": "configs/sam2.1/sam2.1_hiera_t.yaml",
@@ -57,33 +58,6 @@ def build_reference(name: str, image_size: int | None = None, fill_hole_area: in
                                        hydra_overrides_extra=size_overrides(image_size))
     model.fill_hole_area = fill_hole_area  # the CUDA-only hole filling is a no-op on CPU anyway
     return model
-
-
-def _layer_norm_weights(model: nn.Module) -> set[str]:
-    names = set()
-    for mod_name, module in model.named_modules():
-        if isinstance(module, nn.LayerNorm) or type(module).__name__ == "LayerNorm2d":
-            names.add(f"{mod_name}.weight" if mod_name else "weight")
-    return names
-
-
-@torch.no_grad()
-def perturb_weights(model: nn.Module, seed: int = 3, score_bias: float = 4.0) -> None:
-    """Add the non-degeneracy noise of REFERENCE.md to every floating parameter (in place)."""
-    gen = torch.Generator().manual_seed(seed)
-    ln_weights = _layer_norm_weights(model)
-    for name, param in model.named_parameters():
-        if not param.is_floating_point():
-            continue
-        if name in ln_weights:
-            sigma = 0.02
-        else:
-            std = param.std().item() if param.numel() > 1 else 0.0
-            sigma = max(0.04, std)
-        param.add_(torch.randn(param.shape, generator=gen) * sigma)
-    head = model.sam_mask_decoder.pred_obj_score_head
-    last = head.layers[-1] if hasattr(head, "layers") else head
-    last.bias.fill_(score_bias)
 
 
 def reference_and_ours(name: str, image_size: int | None = None):

@@ -22,6 +22,7 @@ from effsam2.io.frames import (
 from effsam2.io.image_folder import ImageFileSource, ImageFilesSource, ImageFolderSource
 from effsam2.io.masks import (
     as_bool_mask,
+    as_label_map,
     check_label_id,
     davis_palette,
     labels_from_masks,
@@ -50,6 +51,7 @@ __all__ = [
     "RleJsonWriter",
     "VideoFileSource",
     "as_bool_mask",
+    "as_label_map",
     "atomic_path",
     "atomic_write",
     "check_label_id",

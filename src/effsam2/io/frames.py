@@ -168,17 +168,29 @@ class ArrayFrameSource(FrameSource):
         return rgb.copy() if np.may_share_memory(rgb, fr) else rgb
 
 
-def open_frames(source: FrameInput, **video_options: Any) -> FrameSource:
+def open_frames(
+    source: FrameInput, *, fps: float | None = None, cache_bytes: int | None = None, decoder_threads: int = 0
+) -> FrameSource:
     """Open ``source`` as a ``FrameSource``.
 
     ``source`` can be: a video file; a folder of images (natural order of names); one image file;
     a list/tuple of image paths (in that order); a list/tuple of numpy arrays or PIL images; a 4-D
     array (T, H, W, C); or a ``FrameSource`` (returned as is, not re-opened).
 
-    ``video_options`` (e.g. ``cache_bytes``) are passed to ``VideoFileSource`` when ``source`` is a
-    video file. Raises ``VideoError`` for a missing path, an unreadable file, a folder without
-    images, frames of mixed sizes or unsupported pixel types.
+    ``fps`` overrides the source's frame rate (image folders and arrays have none; it is used for
+    the overlay video). ``cache_bytes`` and ``decoder_threads`` tune video decoding (see
+    ``VideoFileSource``). Raises ``VideoError`` for a missing path, an unreadable file, a folder
+    without images, frames of mixed sizes or unsupported pixel types.
     """
+    src = _open(source, cache_bytes=cache_bytes, decoder_threads=decoder_threads)
+    if fps is not None:
+        if not fps > 0:
+            raise VideoError(f"fps must be positive, got {fps}")
+        src.fps = float(fps)
+    return src
+
+
+def _open(source: FrameInput, *, cache_bytes: int | None, decoder_threads: int) -> FrameSource:
     # Imported here: both modules import this one for the base class.
     from effsam2.io.image_folder import ImageFileSource, ImageFilesSource, ImageFolderSource
     from effsam2.io.video_file import NotAVideoError, VideoFileSource
@@ -194,6 +206,9 @@ def open_frames(source: FrameInput, **video_options: Any) -> FrameSource:
         if path.suffix.lower() in IMAGE_SUFFIXES:
             return ImageFileSource(path)
         try:
+            video_options = {"decoder_threads": decoder_threads}
+            if cache_bytes is not None:
+                video_options["cache_bytes"] = cache_bytes
             return VideoFileSource(path, **video_options)
         except NotAVideoError:
             if path.suffix.lower() in VIDEO_SUFFIXES:

@@ -4,8 +4,8 @@ Only image *headers* are read when the source is opened (to check that every fra
 size); pixels are decoded in ``get``. Frame names are the file stems, so per-frame outputs keep
 the input's names (DAVIS layout: ``00000.jpg`` -> ``masks/00000.png``).
 
-EXIF orientation (phone photos) is applied, both to the size check and to the pixels, so frames
-come out the way image viewers show them.
+EXIF orientation (phone photos; JPEG, TIFF, WebP) is applied, both to the size check and to the
+pixels, so frames come out the way image viewers show them.
 """
 
 from __future__ import annotations
@@ -39,12 +39,20 @@ def list_image_files(folder: Path) -> list[Path]:
     return sorted(files, key=lambda p: natural_sort_key(p.name))
 
 
+def _orientation(im: Image.Image) -> int:
+    """EXIF orientation (1 = as stored). Not read for PNG: Pillow would decode the whole image to
+    look for an eXIf chunk after the pixel data, and phone cameras write JPEG/HEIF, not PNG."""
+    if im.format == "PNG":
+        return 1
+    return im.getexif().get(_EXIF_ORIENTATION, 1)
+
+
 def _header_size(path: Path) -> tuple[int, int]:
     """(height, width) as displayed, from the file header only."""
     try:
         with Image.open(path) as im:
             w, h = im.size
-            orientation = im.getexif().get(_EXIF_ORIENTATION, 1)
+            orientation = _orientation(im)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise VideoError(f"{path}: not a readable image ({_reason(e)})") from None
     return (w, h) if orientation in _SWAPS_AXES else (h, w)
@@ -83,7 +91,7 @@ def _load_rgb(path: Path, what: str) -> np.ndarray:
         if color_type is not None:
             return to_rgb_uint8(_decode_png16(path, color_type), what)
         with Image.open(path) as im:
-            if im.getexif().get(_EXIF_ORIENTATION, 1) != 1:
+            if _orientation(im) != 1:
                 im = ImageOps.exif_transpose(im)
             im.load()
             return image_to_rgb(im, what)

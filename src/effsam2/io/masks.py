@@ -22,6 +22,7 @@ from effsam2.io.atomic import atomic_path
 __all__ = [
     "MAX_LABEL_ID",
     "as_bool_mask",
+    "as_label_map",
     "check_label_id",
     "davis_palette",
     "labels_from_masks",
@@ -132,7 +133,8 @@ def labels_from_masks(
     return labels
 
 
-def _as_label_array(labels: Any, where: str) -> np.ndarray:
+def as_label_map(labels: Any, where: str = "labels") -> np.ndarray:
+    """``labels`` as an (H, W) uint8 label map; ``PromptError`` for values outside 0..255."""
     a = np.asarray(labels)
     if a.ndim != 2:
         raise ValueError(f"{where}: labels must have shape (H, W), got {a.shape}")
@@ -155,7 +157,7 @@ def save_label_png(path: str | os.PathLike[str], labels: Any) -> Path:
     Returns the path written.
     """
     path = Path(path)
-    a = _as_label_array(labels, str(path))
+    a = as_label_map(labels, str(path))
     im = Image.fromarray(np.ascontiguousarray(a))  # mode "L" ...
     im.putpalette(_PALETTE)  # ... becomes "P" with the DAVIS colours, values unchanged
     with atomic_path(path) as tmp:

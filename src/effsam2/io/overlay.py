@@ -21,7 +21,7 @@ import numpy as np
 from effsam2.errors import VideoError
 from effsam2.io.atomic import atomic_path
 from effsam2.io.frames import FrameSource
-from effsam2.io.masks import davis_palette
+from effsam2.io.masks import as_label_map, davis_palette
 
 __all__ = ["DEFAULT_FPS", "overlay_labels", "pick_video_encoder", "write_overlay_video"]
 
@@ -59,13 +59,14 @@ def overlay_labels(
     out = np.array(frame, dtype=np.uint8, copy=True)
     if labels is None:
         return out
-    labels = np.asarray(labels)
+    labels = as_label_map(labels, "overlay labels")
     if labels.shape != out.shape[:2]:
         raise ValueError(f"labels of shape {labels.shape} do not match frame of shape {out.shape}")
     inside = labels > 0
     if not inside.any():
         return out
-    colors = davis_palette()[labels[inside]].astype(np.float32)
+    palette = davis_palette()
+    colors = palette[labels[inside]].astype(np.float32)
     out[inside] = np.rint(out[inside].astype(np.float32) * (1.0 - alpha) + colors * alpha).astype(np.uint8)
     if outline:
         # A pixel is on the border if a 4-neighbour has another label (image edges do not count).
@@ -77,7 +78,7 @@ def overlay_labels(
         edge[:, 1:] |= diff_h
         edge[:, :-1] |= diff_h
         edge &= inside
-        out[edge] = davis_palette()[labels[edge]]
+        out[edge] = palette[labels[edge]]
     return out
 
 
@@ -86,6 +87,13 @@ def _even(rgb: np.ndarray) -> np.ndarray:
     if h % 2 == 0 and w % 2 == 0:
         return rgb
     return np.pad(rgb, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+
+
+def _open_output(tmp: Path, path: Path, options: dict) -> av.container.OutputContainer:
+    try:
+        return av.open(str(tmp), "w", options=options)
+    except ValueError:  # PyAV: no muxer for this file name
+        raise VideoError(f"{path}: unknown video container for suffix {path.suffix!r} (use .mp4)") from None
 
 
 def write_overlay_video(
@@ -124,7 +132,7 @@ def write_overlay_video(
     height, width = frames.height + frames.height % 2, frames.width + frames.width % 2
     options = {"movflags": "+faststart"} if path.suffix.lower() in (".mp4", ".mov", ".m4v") else {}
     try:
-        with atomic_path(path) as tmp, av.open(str(tmp), "w", options=options) as container:
+        with atomic_path(path) as tmp, _open_output(tmp, path, options) as container:
             stream = container.add_stream(codec, rate=rate)
             stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
             if codec == "libx264":

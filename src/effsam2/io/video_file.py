@@ -81,7 +81,7 @@ class VideoFileSource(FrameSource):
 
     Extra attributes: ``path``, ``capacity`` (max cached frames), ``rotation`` (quarter turns
     counter-clockwise applied to the decoded pictures, 0..3), ``seeks`` (number of decode passes
-    started so far, for diagnostics).
+    started so far, for diagnostics), ``numbering`` ("pts" or "count", see module docstring).
     """
 
     def __init__(
@@ -301,19 +301,25 @@ class VideoFileSource(FrameSource):
             keep_from = idx - min(self.capacity, _JUMP_WINDOW) + 1
         else:
             keep_from = idx
-        for fidx, frame in self._gen:
-            if fidx <= self._pos:  # out-of-order output of a broken stream: ignore
-                continue
-            self._pos = fidx
-            if fidx > idx:
-                break
-            if fidx >= keep_from:
-                rgb = self._to_rgb(frame)
-                self._remember(fidx, rgb)
-                if fidx == idx:
-                    return rgb.copy()
-        else:
+        try:
+            for fidx, frame in self._gen:
+                if fidx <= self._pos:  # out-of-order output of a broken stream: ignore
+                    continue
+                self._pos = fidx
+                if fidx > idx:
+                    break
+                if fidx >= keep_from:
+                    rgb = self._to_rgb(frame)
+                    self._remember(fidx, rgb)
+                    if fidx == idx:
+                        return rgb.copy()
+            else:
+                self._gen = None
+        except BaseException:
+            # e.g. KeyboardInterrupt inside the decoder: that pass is dead; the next get() must
+            # start a new one rather than mistake the dead generator for the end of the stream.
             self._gen = None
+            raise
         detail = self._last_error or (
             f"demuxing stopped early: {self._index_error}" if self._index_error else "file truncated or damaged?"
         )
@@ -322,6 +328,11 @@ class VideoFileSource(FrameSource):
     # ------------------------------------------------------------------------- interface
     def __len__(self) -> int:
         return self._n
+
+    @property
+    def numbering(self) -> str:
+        """How frames are identified: "pts" (timestamps, seekable) or "count" (from the start)."""
+        return "pts" if self._by_pts else "count"
 
     @property
     def cached_frames(self) -> int:

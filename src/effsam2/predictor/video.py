@@ -22,7 +22,12 @@ from effsam2.io.frames import open_frames
 from effsam2.modeling.memory import MemoryEntry
 from effsam2.modeling.sam2_model import NO_OBJ_SCORE, FrameFeatures, PointPrompt, SAM2Model
 from effsam2.modeling.tracker import track_step, write_memory
-from effsam2.predictor.prompts import check_frame_index, concat_points, mask_to_model_space, points_to_model_space
+from effsam2.predictor.prompts import (
+    check_frame_index,
+    concat_points,
+    mask_to_model_space,
+    points_to_model_space,
+)
 from effsam2.predictor.state import InferenceState, ObjectState, PendingOutput
 from effsam2.preprocess import preprocess_frame
 from effsam2.timing import IMAGE_ENCODER, NO_TIMER, SectionTimer

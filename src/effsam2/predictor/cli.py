@@ -1,0 +1,109 @@
+"""``effsam2 track``: segment and track prompted objects through a video and write masks.
+
+Everything that can be wrong with the inputs (model name, checkpoint, video, prompts) is checked before
+the first output file is written; outputs are written atomically, so an interrupted or failed run never
+leaves a half-written file in --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from effsam2.accel.spec import AccelSpec
+from effsam2.build import build_model
+from effsam2.configs import get_config
+from effsam2.errors import CheckpointError, Effsam2Error, PromptError
+from effsam2.io.frames import open_frames
+from effsam2.io.output import OutputWriter, parse_formats
+from effsam2.io.png_labels import read_binary_mask
+from effsam2.predictor.prompt_args import ObjectPrompt, add_prompt_options, collect_prompts
+from effsam2.predictor.video import VideoPredictor
+
+CHECKPOINT_HELP = ("official checkpoints are not bundled: download them from the SAM 2 / SAM 2.1 release "
+                   "(https://github.com/facebookresearch/sam2#download-checkpoints) or EfficientTAM "
+                   "(https://github.com/yformer/EfficientTAM), e.g. with scripts/download_checkpoints.sh, "
+                   "then pass --checkpoint PATH")
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("track", help="track prompted objects through a video and write their masks",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("video", type=Path, help="a video file (mp4, mov, mkv, webm, ...) or a folder of frames")
+    p.add_argument("--model", default="sam2.1_hiera_t", help="model name (see `effsam2 models`)")
+    p.add_argument("--checkpoint", type=Path, help="the model's official checkpoint (.pt) or a .safetensors file")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--format", default="png,rle,mp4", help="comma list of png (palette PNG per frame, DAVIS "
+                   "layout), rle (COCO RLE JSON), mp4 (overlay video); default all")
+    p.add_argument("--image-size", type=int, help="model input size (default: the model's, e.g. 1024); "
+                   "smaller is faster and less accurate")
+    p.add_argument("--max-frames", type=int, help="track at most this many frames after the prompted frame")
+    p.add_argument("--accel", default=None, help="accelerations, e.g. pool, smr, swr+smr (default: none)")
+    p.add_argument("--smr-sparsity", type=float, help="SMR sparsity (default 0.95)")
+    p.add_argument("--swr-shortcut", help="trained SWR shortcut (.safetensors), needed with --accel swr")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_prompt_options(p)
+    p.set_defaults(func=run)
+
+
+def _validate(args) -> tuple[list[ObjectPrompt], tuple[str, ...]]:
+    formats = parse_formats(args.format)
+    get_config(args.model, args.image_size)  # unknown model names and bad sizes fail here
+    if args.checkpoint is None:
+        raise CheckpointError(f"no --checkpoint given for {args.model}: {CHECKPOINT_HELP}")
+    if not args.checkpoint.exists():
+        raise CheckpointError(f"checkpoint not found: {args.checkpoint} ({CHECKPOINT_HELP})")
+    if args.max_frames is not None and args.max_frames < 1:
+        raise PromptError(f"--max-frames must be >= 1, got {args.max_frames}")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise Effsam2Error(f"--device {args.device} requested but CUDA is not available on this machine")
+    return collect_prompts(args), formats
+
+
+def _apply_prompts(predictor: VideoPredictor, state, prompts: list[ObjectPrompt]) -> None:
+    for p in prompts:
+        if p.mask is not None:
+            predictor.add_new_mask(state, p.frame, p.obj_id, read_binary_mask(p.mask))
+            continue
+        points = [(x, y) for x, y, _ in p.points] or None
+        labels = [label for _, _, label in p.points] or None
+        predictor.add_new_points_or_box(state, p.frame, p.obj_id, points=points, labels=labels, box=p.box)
+
+
+def run(args) -> int:
+    prompts, formats = _validate(args)
+    frames = open_frames(args.video)  # a missing, empty or corrupt video fails here, before any output
+    accel = AccelSpec.parse(args.accel, smr_sparsity=args.smr_sparsity, swr_shortcut=args.swr_shortcut)
+    model = build_model(args.model, args.checkpoint, device=args.device, image_size=args.image_size, accel=accel)
+    predictor = VideoPredictor(model)
+    state = predictor.init_state(frames)
+    _apply_prompts(predictor, state, prompts)  # bad frame indices / points outside the frame fail here
+    first = min(p.frame for p in prompts)
+    passes = [{"start_frame_idx": first, "max_frame_num_to_track": args.max_frames, "reverse": False}]
+    if first > 0:
+        passes.append({"start_frame_idx": first, "max_frame_num_to_track": args.max_frames, "reverse": True})
+    total = sum(len(predictor.processing_order(state, **kw)) for kw in passes)
+
+    writer = OutputWriter(args.out, formats, frames)
+    try:
+        with tqdm(total=total, desc="tracking", unit="frame", disable=args.no_progress, file=sys.stderr) as bar:
+            for kw in passes:
+                for frame_idx, obj_ids, logits in predictor.propagate_in_video(state, **kw):
+                    masks = (logits[:, 0] > 0).cpu().numpy()
+                    writer.add(frame_idx, {obj_id: masks[i] for i, obj_id in enumerate(obj_ids)})
+                    bar.update(1)
+        with tqdm(total=len(frames), desc="writing", unit="frame", disable=args.no_progress or "mp4" not in formats,
+                  file=sys.stderr) as bar:
+            paths = writer.close(on_frame=lambda i: bar.update(1))
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        frames.close()
+    print(f"tracked {len(state.objects)} object(s) over {total} frame(s); wrote {len(paths)} file(s) to {args.out}")
+    return 0

@@ -1,0 +1,140 @@
+"""`effsam2 track` end to end on a real mp4, and every user error through the CLI (exit 2, one line)."""
+
+from __future__ import annotations
+
+import json
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+from pycocotools import mask as mask_utils
+
+from effsam2.cli import main
+
+BOX = "600,200,800,450"
+
+
+def run_cli(args, capsys):
+    code = main(args)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def track_args(clip, ckpt, out, *extra):
+    return ["track", str(clip), "--model", "sam2.1_hiera_t", "--checkpoint", str(ckpt), "--image-size", "256",
+            "--out", str(out), "--no-progress", *extra]
+
+
+def test_track_writes_every_format_consistently(short_clip, tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "out"
+    code, stdout, err = run_cli(track_args(short_clip, tiny_checkpoint, out, "--point", "210,350", "--point",
+                                           "330,470,0", "--obj-id", "2", "--box", BOX,
+                                           "--format", "png,rle,mp4"), capsys)
+    assert code == 0, err
+    pngs = sorted((out / "masks").glob("*.png"))
+    assert len(pngs) == 10
+    labels = [np.array(Image.open(p)) for p in pngs]
+    assert all(Image.open(p).mode == "P" for p in pngs)
+    assert set(np.unique(np.stack(labels))) <= {0, 1, 2}
+    for obj in (1, 2):
+        assert sum((lab == obj).any() for lab in labels) >= 5, f"object {obj} is missing on most frames"
+
+    doc = json.loads((out / "masks.json").read_text())
+    records = doc["annotations"] if isinstance(doc, dict) else doc
+    by_frame: dict[int, dict[int, np.ndarray]] = {}
+    for rec in records:
+        rle = dict(rec["segmentation"])
+        rle["counts"] = rle["counts"].encode()
+        by_frame.setdefault(rec["frame_index"], {})[rec["obj_id"]] = mask_utils.decode(rle).astype(bool)
+    for i, lab in enumerate(labels):
+        for obj, mask in by_frame.get(i, {}).items():
+            # overlaps resolve to one id in the PNG; everywhere the PNG shows obj, the RLE mask has it
+            assert mask[lab == obj].all()
+            assert (lab[mask] > 0).all()
+    with av.open(str(out / "overlay.mp4")) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert len(frames) == 10 and frames[0].shape == (540, 960, 3)
+    assert "tracked 2 object(s) over 10 frame(s)" in stdout
+
+
+def test_prompt_on_a_later_frame_tracks_both_ways(short_clip, tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "out"
+    code, _, err = run_cli(track_args(short_clip, tiny_checkpoint, out, "--frame", "4", "--box", BOX,
+                                      "--format", "png"), capsys)
+    assert code == 0, err
+    assert len(list((out / "masks").glob("*.png"))) == 10  # 4..9 forward, then 4..0 in reverse
+
+
+def test_prompt_file_and_max_frames(short_clip, tiny_checkpoint, tmp_path, capsys):
+    mask = np.zeros((540, 960), np.uint8)
+    mask[150:400, 300:500] = 255
+    Image.fromarray(mask).save(tmp_path / "m.png")
+    prompts = [{"obj_id": 3, "frame": 0, "mask": "m.png"}, {"obj_id": 7, "points": [[700, 300, 1]]}]
+    (tmp_path / "p.json").write_text(json.dumps(prompts))
+    out = tmp_path / "out"
+    code, _stdout, err = run_cli(track_args(short_clip, tiny_checkpoint, out, "--prompts", str(tmp_path / "p.json"),
+                                           "--max-frames", "3", "--format", "png,rle"), capsys)
+    assert code == 0, err
+    assert len(list((out / "masks").glob("*.png"))) == 4  # the prompted frame and 3 more
+    first = np.array(Image.open(out / "masks" / "00000.png"))
+    assert (first == 3).sum() > 0.5 * (mask > 0).sum()  # the mask prompt is the output on its frame
+
+
+def _bad_mp4(tmp_path, short_clip):
+    path = tmp_path / "corrupt.mp4"
+    path.write_bytes(short_clip.read_bytes()[:2000])
+    return path
+
+
+ERROR_CASES = {
+    "missing video": (lambda tmp, clip: tmp / "nope.mp4", ["--point", "10,10"], "nope.mp4: no such file"),
+    "not a video": (lambda tmp, clip: (tmp / "notes.mp4").write_text("hello") and tmp / "notes.mp4",
+                    ["--point", "10,10"], "notes.mp4"),
+    "corrupt mp4": (_bad_mp4, ["--point", "10,10"], "corrupt.mp4"),
+    "empty folder": (lambda tmp, clip: (tmp / "empty").mkdir() or tmp / "empty", ["--point", "10,10"], "empty"),
+    "point outside the frame": (lambda tmp, clip: clip, ["--point", "2000,10"], "outside the 960x540 frame"),
+    "frame out of range": (lambda tmp, clip: clip, ["--frame", "50", "--point", "10,10"], "out of range"),
+    "no prompt": (lambda tmp, clip: clip, [], "no prompt given"),
+    "bad point syntax": (lambda tmp, clip: clip, ["--point", "ten,10"], "numbers"),
+    "unknown format": (lambda tmp, clip: clip, ["--point", "10,10", "--format", "gif"], "gif"),
+}
+
+
+@pytest.mark.parametrize("case", list(ERROR_CASES))
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(case, short_clip, tiny_checkpoint, tmp_path, capsys):
+    make_video, extra, expected = ERROR_CASES[case]
+    video = make_video(tmp_path, short_clip)
+    out = tmp_path / "out"
+    code, _, err = run_cli(track_args(video, tiny_checkpoint, out, *extra), capsys)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], err
+    assert "Traceback" not in err
+    assert not out.exists() or not any(out.rglob("*"))
+
+
+@pytest.mark.parametrize("model,checkpoint,expected", [
+    ("sam2.1_hiera_x", "ckpt", "unknown model name"),
+    ("sam2.1_hiera_s", "ckpt", "not a sam2.1_hiera_s checkpoint"),
+    ("sam2.1_hiera_t", None, "no --checkpoint given"),
+    ("sam2.1_hiera_t", "missing", "checkpoint not found"),
+])
+def test_model_and_checkpoint_errors(model, checkpoint, expected, short_clip, tiny_checkpoint, tmp_path, capsys):
+    args = ["track", str(short_clip), "--model", model, "--out", str(tmp_path / "out"), "--point", "10,10"]
+    if checkpoint == "ckpt":
+        args += ["--checkpoint", str(tiny_checkpoint)]
+    elif checkpoint == "missing":
+        args += ["--checkpoint", str(tmp_path / "none.pt")]
+    code, _, err = run_cli(args, capsys)
+    assert code == 2 and expected in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_models_command_lists_every_model(capsys):
+    from effsam2.configs import list_models
+
+    code, out, _ = run_cli(["models"], capsys)
+    assert code == 0
+    for name in list_models():
+        assert name in out

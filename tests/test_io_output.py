@@ -1,0 +1,155 @@
+"""OutputWriter: out-of-order adds produce correct PNGs, masks.json and overlay.mp4."""
+
+from __future__ import annotations
+
+import av
+import numpy as np
+import pytest
+
+from effsam2.errors import Effsam2Error, PromptError
+from effsam2.io import (
+    FrameIndexError,
+    OutputWriter,
+    davis_palette,
+    labels_from_masks,
+    open_frames,
+    parse_formats,
+    read_label_png,
+    read_rle_json,
+)
+
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"  # pycocotools + numpy 2
+)
+
+H, W, N = 40, 64, 10
+
+
+def masks_for(i: int) -> dict[int, np.ndarray]:
+    """Two objects whose position depends on the frame index; they overlap on some frames."""
+    a = np.zeros((H, W), bool)
+    a[5:25, 2 + i:20 + i] = True
+    b = np.zeros((H, W), bool)
+    b[15:35, 30 - i:50 - i] = True
+    return {1: a, 2: b}
+
+
+@pytest.fixture
+def source():
+    return open_frames([np.full((H, W, 3), 128, np.uint8) for _ in range(N)], fps=10.0)
+
+
+def test_parse_formats():
+    assert parse_formats("mp4,PNG") == ("png", "mp4")
+    assert parse_formats(["rle", "png", "rle"]) == ("png", "rle")
+    with pytest.raises(Effsam2Error, match="'gif'"):
+        parse_formats("png,gif")
+    with pytest.raises(Effsam2Error, match="no output format"):
+        parse_formats([])
+
+
+def test_out_of_order_adds_write_everything(tmp_path, source):
+    out = tmp_path / "run"
+    order = [5, 6, 7, 8, 4, 3, 2, 1, 0]  # forward from the prompt, then backward; frame 9 never added
+    with OutputWriter(out, "png,rle,mp4", source) as writer:
+        for i in order:
+            writer.add(i, masks_for(i))
+            assert (out / "masks" / f"{i:05d}.png").exists()  # each PNG written as it arrives
+        writer.add(5, {1: masks_for(5)[1]})  # the prompt frame again: replaces object set
+        assert not (out / "masks.json").exists() and not (out / "overlay.mp4").exists()
+
+    expected = {i: masks_for(i) for i in order}
+    expected[5] = {1: masks_for(5)[1]}
+    pngs = sorted(p.name for p in (out / "masks").iterdir())
+    assert pngs == [f"{i:05d}.png" for i in range(9)]
+    for i, masks in expected.items():
+        np.testing.assert_array_equal(read_label_png(out / "masks" / f"{i:05d}.png"),
+                                      labels_from_masks(masks, shape=(H, W)))
+
+    doc = read_rle_json(out / "masks.json")
+    assert (doc.height, doc.width, doc.num_frames, doc.fps) == (H, W, N, 10.0)
+    assert doc.frame_indices() == list(range(9))
+    for i, masks in expected.items():
+        got = doc.frame_masks(i)
+        assert sorted(got) == sorted(masks)
+        for obj_id, m in masks.items():
+            np.testing.assert_array_equal(got[obj_id], m)  # overlaps kept in the RLE
+
+    with av.open(str(out / "overlay.mp4")) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert len(frames) == N and frames[0].shape == (H, W, 3)
+    red = davis_palette()[1].astype(int)
+    for i in range(N):
+        pixel = frames[i][15, 10 + i].astype(int)  # inside object 1 (when it was added)
+        if i in expected:
+            assert pixel[0] > pixel[1] + 30, f"frame {i}: object 1 not drawn"
+            assert np.abs(pixel - red).sum() < np.abs(128 - red).sum() - 60
+        else:
+            assert np.abs(pixel - 128).max() <= 6, "frame without masks must be shown unmarked"
+    green_at = frames[5][25, 38].astype(int)  # object 2 was removed from frame 5 by the re-add
+    assert np.abs(green_at - 128).max() <= 6
+
+
+def test_davis_annotations_in_reverse_order(davis_dir, tmp_path):
+    """Real data: a DAVIS folder source; masks from its annotations fed last-to-first."""
+    frames = open_frames(davis_dir / "JPEGImages" / "480p" / "blackswan")
+    ann_dir = davis_dir / "Annotations" / "480p" / "blackswan"
+    indices = [0, 1, len(frames) - 1]
+    progress = []
+    with OutputWriter(tmp_path, ["png", "rle"], frames) as writer:
+        for i in reversed(indices):
+            name = frames.frame_names[i]
+            writer.add(i, {1: read_label_png(ann_dir / f"{name}.png") > 0})
+        written = writer.close(on_frame=progress.append)
+    assert progress == []  # no mp4 requested
+    assert tmp_path / "masks.json" in written
+    for i in indices:
+        name = frames.frame_names[i]
+        np.testing.assert_array_equal(read_label_png(tmp_path / "masks" / f"{name}.png"),
+                                      (read_label_png(ann_dir / f"{name}.png") > 0).astype(np.uint8))
+    doc = read_rle_json(tmp_path / "masks.json")
+    assert [a["frame_name"] for a in doc.annotations] == [frames.frame_names[i] for i in indices]
+    assert not (tmp_path / "overlay.mp4").exists()
+
+
+def test_exception_writes_no_summary_files(tmp_path, source):
+    with pytest.raises(RuntimeError), OutputWriter(tmp_path, ("png", "rle", "mp4"), source) as writer:
+        writer.add(0, masks_for(0))
+        raise RuntimeError("propagation failed")
+    assert (tmp_path / "masks" / "00000.png").exists()  # complete files written before the error stay
+    assert not (tmp_path / "masks.json").exists() and not (tmp_path / "overlay.mp4").exists()
+    with pytest.raises(ValueError, match="closed"):
+        writer.add(1, masks_for(1))
+
+
+def test_validation(tmp_path, source):
+    with pytest.raises(Effsam2Error, match="'avi'"):
+        OutputWriter(tmp_path, "avi", source)
+    as_file = tmp_path / "file"
+    as_file.write_text("x")
+    with pytest.raises(Effsam2Error, match="not a folder"):
+        OutputWriter(as_file, "png", source)
+    writer = OutputWriter(tmp_path / "o", "png", source)
+    with pytest.raises(FrameIndexError):
+        writer.add(N, {})
+    with pytest.raises(PromptError, match="300"):
+        writer.add(0, {300: np.zeros((H, W), bool)})
+    with pytest.raises(ValueError, match="expected"):
+        writer.add(0, {1: np.zeros((H, W + 1), bool)})
+    writer.add(0, {})  # no object visible: an all-background PNG
+    assert (read_label_png(tmp_path / "o" / "masks" / "00000.png") == 0).all()
+    writer.close()
+    rle_only = OutputWriter(tmp_path / "r", "rle", source)
+    rle_only.add(0, {300: np.ones((H, W), bool)})  # RLE has no 255 limit
+    rle_only.close()
+    assert read_rle_json(tmp_path / "r" / "masks.json").annotations[0]["obj_id"] == 300
+
+
+def test_memory_holds_rle_not_arrays(tmp_path, source):
+    writer = OutputWriter(tmp_path, "mp4", source)
+    for i in range(N):
+        writer.add(i, masks_for(i))
+    stored = [r["segmentation"]["counts"] for r in writer._store.records()]
+    assert len(stored) == 2 * N and all(isinstance(c, str) for c in stored)
+    assert sum(len(c) for c in stored) < N * H * W // 20
+    writer.close()
