@@ -185,3 +185,50 @@ def test_clicks_are_distinct_and_inside_the_image():
     assert len(set(coords)) == 5
     assert all(0 < x < 256 and 0 < y < 256 for x, y in coords)
     assert all(p.labels.item() == 1 for p in prompts)
+
+
+class FakeRouter:
+    def __init__(self, log):
+        self.log = log
+
+    def reset(self):
+        self.log.append("reset")
+
+    def observe(self, outputs):
+        self.log.append(("observe", tuple(outputs)))
+
+
+class FakeSelection:
+    def __init__(self, fraction, reason):
+        self.fraction, self.reason = fraction, reason
+
+
+class FakeRouting:
+    """Stands in for effsam2.accel.swr.WindowRouting: all windows on prompted frames, a quarter otherwise."""
+
+    def __init__(self):
+        self.log = []
+
+    def new_router(self):
+        return FakeRouter(self.log)
+
+    def encode(self, model, image, router, *, prompted=False):
+        self.log.append(("encode", prompted))
+        return "features", FakeSelection(1.0 if prompted else 0.25, "all" if prompted else "mask")
+
+
+def test_routed_encoder_routes_from_the_previous_frame_and_resets_per_pass():
+    from effsam2.bench.session import RoutedFrameEncoder
+
+    routing = FakeRouting()
+    encoder = RoutedFrameEncoder(model=None, routing=routing)
+    assert encoder.wants_token_attention
+    for _ in range(2):  # two passes
+        assert encoder.encode(0, "img0", None) == "features"
+        encoder.encode(1, "img1", ["out0"])
+        encoder.encode(2, "img2", ["out1"])
+    pass_log = ["reset", ("encode", True), ("observe", ("out0",)), ("encode", False), ("observe", ("out1",)),
+                ("encode", False)]
+    assert routing.log == pass_log * 2
+    assert encoder.stats(warmup=1) == {"swr_window_fraction": 0.25, "swr_reasons": ["mask"]}
+    assert encoder.stats(warmup=0)["swr_window_fraction"] == pytest.approx(0.5)

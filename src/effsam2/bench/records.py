@@ -42,6 +42,7 @@ class BenchRecord:
     loop: str = "steps"  # "steps": the model functions in our loop; "predictor": the VideoPredictor API
     implementation: str = OURS
     accel_options: dict[str, Any] = field(default_factory=dict)
+    accel_stats: dict[str, Any] = field(default_factory=dict)  # what the acceleration did (e.g. windows routed)
     weights: str = ""  # checkpoint path, or how the random weights were made
     video: str = ""
     ms: dict[str, float | None] = field(default_factory=dict)  # MS_KEYS -> ms per frame (None: not measured)

@@ -64,6 +64,8 @@ def markdown_table(records: list[BenchRecord]) -> str:
         note = r.error or ("" if r.implementation == "effsam2" else r.implementation)
         if r.loop != "steps" and not r.error:
             note = (note + f" {r.loop} loop").strip()
+        if r.accel_stats.get("swr_window_fraction") is not None:
+            note = (note + f" windows {r.accel_stats['swr_window_fraction']:.0%}").strip()
         if r.compile and not r.error:
             note = (note + " compiled").strip()
         cells = [r.model, r.accel, str(r.image_size), str(r.objects), r.dtype,

@@ -33,7 +33,14 @@ from effsam2.bench.records import (
     mask_iou,
     summarise_timings,
 )
-from effsam2.bench.session import DenseFrameEncoder, FrameEncoder, PassResult, run_pass, spread_clicks
+from effsam2.bench.session import (
+    DenseFrameEncoder,
+    FrameEncoder,
+    PassResult,
+    RoutedFrameEncoder,
+    run_pass,
+    spread_clicks,
+)
 from effsam2.bench.timer import FrameTimer, mean_per_frame, median_of_repeats
 from effsam2.bench.weights import reference_state
 from effsam2.build import build_model
@@ -103,8 +110,12 @@ def make_frame_encoder(model: SAM2Model, spec: AccelSpec) -> FrameEncoder:
     """Dense encoding, or (SWR) a routed encoder that picks stage-3 windows from the previous frame."""
     if not spec.swr:
         return DenseFrameEncoder(model)
-    _import_accel("effsam2.accel.window_routing", spec.label)
-    raise AccelUnavailable(f"{spec.label} unavailable: the benchmark has no adapter for window routing yet")
+    swr = _import_accel("effsam2.accel.swr", spec.label)
+    try:
+        routing = swr.WindowRouting.from_model(model)
+    except ValueError as err:  # e.g. a ViT model: no Hiera stage 3 to route
+        raise AccelUnavailable(f"{spec.label} unavailable for {model.config.name}: {err}") from None
+    return RoutedFrameEncoder(model, routing)
 
 
 def compile_components(model: SAM2Model) -> None:
@@ -193,7 +204,8 @@ class Runner:
         mem = PeakMemory(self.device)
         mem.start()
         try:
-            passes = self._official_passes(row, clip) if spec is None else self._passes(row, clip)
+            passes, record.accel_stats = self._official_passes(row, clip) if spec is None else \
+                self._passes(row, clip)
         except AccelUnavailable as err:
             record.error = str(err)
             self.log(f"bench: {what}: {err}")
@@ -210,11 +222,12 @@ class Runner:
         self.log(f"bench: {what} {opt.dtype}: {record.ms['frame']:.1f} ms/frame ({record.fps:.2f} FPS)")
         return record, last.masks
 
-    def _passes(self, row: Row, clip: Clip) -> list[PassResult]:
+    def _passes(self, row: Row, clip: Clip) -> tuple[list[PassResult], dict]:
+        """Every pass of one of our rows, and what the frame encoder reports (e.g. windows routed)."""
         model = build_accel_model(row.model, row.image_size, row.spec, clip.state, self.device)
         encoder = make_frame_encoder(model, row.spec)
         if row.loop == "predictor" and not isinstance(encoder, DenseFrameEncoder):
-            raise AccelUnavailable(f"{row.spec.label} unavailable in the predictor loop (no window routing there)")
+            raise AccelUnavailable(f"{row.spec.label} unavailable in the predictor loop (it does not route)")
         if self.opt.compile:
             compile_components(model)
         prompts = spread_clicks(row.objects, row.image_size, self.device)
@@ -222,11 +235,12 @@ class Runner:
         with torch.inference_mode():
             if row.loop == "predictor":
                 return [run_predictor_pass(model, clip.rgb, prompts, self._timer(), context)
-                        for _ in range(self.opt.repeats)]
-            return [run_pass(model, clip.images, prompts, encoder, self._timer(), context, pass_index=r)
-                    for r in range(self.opt.repeats)]
+                        for _ in range(self.opt.repeats)], {}
+            passes = [run_pass(model, clip.images, prompts, encoder, self._timer(), context, pass_index=r)
+                      for r in range(self.opt.repeats)]
+        return passes, encoder.stats(self.opt.warmup)
 
-    def _official_passes(self, row: Row, clip: Clip) -> list[PassResult]:
+    def _official_passes(self, row: Row, clip: Clip) -> tuple[list[PassResult], dict]:
         try:
             tracker = OfficialTracker(get_config(row.model, row.image_size), clip.state, self.device)
         except Effsam2Error as err:
@@ -235,7 +249,7 @@ class Runner:
         context = _autocast_for(self.device, self.opt.dtype)
         with torch.inference_mode():
             return [run_official_pass(tracker, clip.images, prompts, self._timer(), context)
-                    for _ in range(self.opt.repeats)]
+                    for _ in range(self.opt.repeats)], {}
 
     def _timer(self) -> FrameTimer:
         return FrameTimer(sync=_sync_for(self.device), cpu_clock=time.process_time)

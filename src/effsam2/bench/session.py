@@ -28,12 +28,17 @@ from effsam2.timing import IMAGE_ENCODER
 
 
 class FrameEncoder(Protocol):
-    """Turns one (1, 3, S, S) frame into features; ``previous`` holds the last frame's outputs per object."""
+    """Turns one (1, 3, S, S) frame into features; ``previous`` holds the last frame's outputs per object.
+
+    ``stats(warmup)`` describes the last pass's measured frames for the record (e.g. windows routed).
+    """
 
     wants_token_attention: bool
 
     def encode(self, frame_idx: int, image: torch.Tensor,
                previous: Sequence[StepOutput] | None) -> FrameFeatures: ...
+
+    def stats(self, warmup: int) -> dict: ...
 
 
 class DenseFrameEncoder:
@@ -47,6 +52,43 @@ class DenseFrameEncoder:
     def encode(self, frame_idx: int, image: torch.Tensor,
                previous: Sequence[StepOutput] | None) -> FrameFeatures:
         return self.model.encode_image(image)
+
+    def stats(self, warmup: int) -> dict:
+        return {}
+
+
+class RoutedFrameEncoder:
+    """SWR: stage 3 runs only the windows picked from the previous frame's outputs (all on frame 0).
+
+    ``routing`` is an ``effsam2.accel.swr.WindowRouting``. Picking the windows (dilating the previous
+    masks, the decoder-attention fallback) happens inside ``encode``, so it is charged to the encoder.
+    """
+
+    wants_token_attention = True  # the saliency fallback reads the decoder's token->image attention
+
+    def __init__(self, model: SAM2Model, routing) -> None:
+        self.model = model
+        self.routing = routing
+        self.router = routing.new_router()
+        self.fractions: list[float] = []  # per frame of the current pass
+        self.reasons: list[str] = []
+
+    def encode(self, frame_idx: int, image: torch.Tensor,
+               previous: Sequence[StepOutput] | None) -> FrameFeatures:
+        if frame_idx == 0:  # a new pass: nothing to route from
+            self.router.reset()
+            self.fractions, self.reasons = [], []
+        if previous is not None:
+            self.router.observe(previous)
+        feats, selection = self.routing.encode(self.model, image, self.router, prompted=frame_idx == 0)
+        self.fractions.append(selection.fraction)
+        self.reasons.append(selection.reason)
+        return feats
+
+    def stats(self, warmup: int) -> dict:
+        measured = self.fractions[warmup:]
+        return {"swr_window_fraction": sum(measured) / len(measured) if measured else None,
+                "swr_reasons": sorted(set(self.reasons[warmup:]))}
 
 
 def spread_clicks(num_objects: int, image_size: int, device: torch.device | str = "cpu") -> list[PointPrompt]:
