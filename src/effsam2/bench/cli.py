@@ -146,8 +146,8 @@ def run(args: argparse.Namespace) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     if options.compile and options.device == "cpu":
-        print("effsam2 bench: warning: --compile on a CPU takes minutes per configuration, and the memory "
-              "attention recompiles as the memory fills (keep --warmup >= 7 for steady timings)",
+        print("effsam2 bench: warning: --compile on a CPU takes minutes per configuration (in each row's "
+              "warm-up pass; the memory attention recompiles for each memory length, up to 7 frames)",
               file=sys.stderr)
     records = Runner(options).run()
     if args.json_path:

@@ -49,9 +49,9 @@ class BenchRecord:
     frame_ms_repeats: list[float] = field(default_factory=list)  # per-pass frame time (spread of the median)
     cpu_ms_frame: float | None = None  # process CPU time per frame, all threads (robust to a busy machine)
     fps: float | None = None
-    peak_mem_mb: float | None = None
-    mem_before_mb: float | None = None  # process RSS / CUDA allocation when the row started
-    peak_mem_kind: str = ""
+    peak_mem_mb: float | None = None  # process peak running this row alone (see effsam2.bench.memory)
+    base_mem_mb: float | None = None  # before any model of the group: runtime, frames, shared weights
+    peak_mem_kind: str = ""  # rss | cuda_allocated | rss_process_lifetime
     speedup_vs_dense: float | None = None  # dense frame time / this row's frame time (same model, size...)
     speedup_components: dict[str, float | None] = field(default_factory=dict)
     mask_fg_fraction: float | None = None  # mean fraction of positive low-res mask logits (tracked frames)

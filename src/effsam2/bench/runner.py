@@ -21,7 +21,7 @@ import torch
 
 from effsam2.accel.spec import AccelSpec
 from effsam2.bench.frames import decode_video, model_inputs
-from effsam2.bench.memory import PeakMemory
+from effsam2.bench.memory import PeakMemory, current_mb
 from effsam2.bench.official import OfficialTracker, run_official_pass
 from effsam2.bench.predictor_loop import run_predictor_pass
 from effsam2.bench.records import (
@@ -158,8 +158,23 @@ class Clip:
     weights: str  # their description
 
 
+@dataclass
+class Prepared:
+    """A row ready to measure: its record, a function running one pass, and its encoder's report."""
+
+    record: BenchRecord
+    run_pass: Callable[[int], PassResult]  # pass index -> result
+    stats: Callable[[], dict]
+    passes: list[PassResult] = field(default_factory=list)
+
+
 class Runner:
-    """Measures the rows of :class:`BenchOptions`; ``log`` receives one line per row (stderr by default)."""
+    """Measures the rows of :class:`BenchOptions`; ``log`` receives one line per row (stderr by default).
+
+    Per group (model, image size, object count): each row is built and run once as a warm-up pass (its
+    peak memory is measured there), then the timed passes run interleaved across the rows, forward and
+    backward in turn (A B C, C B A, ...), so that a change in machine load hits every row alike.
+    """
 
     def __init__(self, options: BenchOptions, log: Callable[[str], None] | None = None) -> None:
         self.opt = options
@@ -184,75 +199,91 @@ class Runner:
                 state, weights = reference_state(name, size, opt.checkpoints.get(name), opt.seed)
                 clip = Clip(rgb, [x.to(self.device) for x in model_inputs(rgb, size)], state, weights)
                 for objects in opt.objects:
-                    group = [self._row(row, clip) for row in self.rows(name, size, objects)]
-                    _compare_masks(group)
-                    records.extend(record for record, _ in group)
+                    records.extend(self._group(self.rows(name, size, objects), clip))
         attach_speedups(records)
         return records
 
-    def _row(self, row: Row, clip: Clip) -> tuple[BenchRecord, torch.Tensor | None]:
-        """One measured row (or one with ``error`` set) and its last pass's (T, objects, h, w) masks."""
+    def _group(self, rows: list[Row], clip: Clip) -> list[BenchRecord]:
+        baseline_mb = current_mb(self.device)
+        records, ready = [], []
+        for row in rows:
+            record = self._record(row, clip)
+            records.append(record)
+            mem = PeakMemory(self.device)
+            mem.start()
+            try:
+                prepared = self._prepare(row, clip, record)
+                with torch.inference_mode():
+                    prepared.run_pass(0)  # warm-up: first-call costs, compilation, allocator growth
+            except AccelUnavailable as err:
+                record.error = str(err)
+                self.log(f"bench: {_describe(record)}: {err}")
+                continue
+            finally:
+                mem.stop()
+            record.peak_mem_mb, record.base_mem_mb = mem.peak_over(baseline_mb), baseline_mb
+            record.peak_mem_kind = mem.kind
+            ready.append(prepared)
+        with torch.inference_mode():
+            for r in range(self.opt.repeats):
+                for prepared in (ready if r % 2 == 0 else ready[::-1]):
+                    prepared.passes.append(prepared.run_pass(r + 1))
+        for prepared in ready:
+            self._summarise(prepared)
+        _compare_masks([(p.record, p.passes[-1].masks) for p in ready])
+        return records
+
+    def _record(self, row: Row, clip: Clip) -> BenchRecord:
         opt, spec = self.opt, row.spec
-        record = BenchRecord(
+        return BenchRecord(
             model=row.model, accel="official" if spec is None else spec.label, image_size=row.image_size,
             device=opt.device, dtype=opt.dtype, objects=row.objects, frames=opt.frames, warmup=opt.warmup,
             repeats=opt.repeats, compile=opt.compile and spec is not None, loop=row.loop,
             implementation=OFFICIAL if spec is None else OURS,
             accel_options={} if spec is None else _options(spec), weights=clip.weights,
             video=Path(opt.video).name, machine=dict(self.machine, **_load()))
-        what = f"{row.model} {record.accel} {row.image_size}px {row.objects} obj ({row.loop} loop)"
-        mem = PeakMemory(self.device)
-        mem.start()
-        try:
-            passes, record.accel_stats = self._official_passes(row, clip) if spec is None else \
-                self._passes(row, clip)
-        except AccelUnavailable as err:
-            record.error = str(err)
-            self.log(f"bench: {what}: {err}")
-            return record, None
-        finally:
-            mem.stop()
-        per_repeat = [mean_per_frame(p.frames, opt.warmup) for p in passes]
+
+    def _summarise(self, prepared: Prepared) -> None:
+        record, passes = prepared.record, prepared.passes
+        per_repeat = [mean_per_frame(p.frames, self.opt.warmup) for p in passes]
         summarise_timings(record, per_repeat, median_of_repeats(per_repeat))
-        record.peak_mem_mb, record.mem_before_mb, record.peak_mem_kind = mem.peak_mb, mem.before_mb, mem.kind
+        record.accel_stats = prepared.stats()
         last = passes[-1]
         tracked = slice(1, None) if last.scores.shape[0] > 1 else slice(None)
         record.mask_fg_fraction = last.masks[tracked].float().mean().item()
         record.object_score_mean = last.scores[tracked].mean().item()
-        self.log(f"bench: {what} {opt.dtype}: {record.ms['frame']:.1f} ms/frame ({record.fps:.2f} FPS)")
-        return record, last.masks
+        self.log(f"bench: {_describe(record)} {record.dtype}: {record.ms['frame']:.1f} ms/frame "
+                 f"({record.fps:.2f} FPS)")
 
-    def _passes(self, row: Row, clip: Clip) -> tuple[list[PassResult], dict]:
-        """Every pass of one of our rows, and what the frame encoder reports (e.g. windows routed)."""
+    def _prepare(self, row: Row, clip: Clip, record: BenchRecord) -> Prepared:
+        """Build what the row runs (raises AccelUnavailable when an acceleration is not in the build)."""
+        prompts = spread_clicks(row.objects, row.image_size, self.device)
+        context = _autocast_for(self.device, self.opt.dtype)
+        if row.spec is None:
+            try:
+                tracker = OfficialTracker(get_config(row.model, row.image_size), clip.state, self.device)
+            except Effsam2Error as err:
+                raise AccelUnavailable(f"official row unavailable: {err}") from None
+            return Prepared(record, lambda r: run_official_pass(tracker, clip.images, prompts, self._timer(),
+                                                                context), dict)
         model = build_accel_model(row.model, row.image_size, row.spec, clip.state, self.device)
         encoder = make_frame_encoder(model, row.spec)
-        if row.loop == "predictor" and not isinstance(encoder, DenseFrameEncoder):
-            raise AccelUnavailable(f"{row.spec.label} unavailable in the predictor loop (it does not route)")
         if self.opt.compile:
             compile_components(model)
-        prompts = spread_clicks(row.objects, row.image_size, self.device)
-        context = _autocast_for(self.device, self.opt.dtype)
-        with torch.inference_mode():
-            if row.loop == "predictor":
-                return [run_predictor_pass(model, clip.rgb, prompts, self._timer(), context)
-                        for _ in range(self.opt.repeats)], {}
-            passes = [run_pass(model, clip.images, prompts, encoder, self._timer(), context, pass_index=r)
-                      for r in range(self.opt.repeats)]
-        return passes, encoder.stats(self.opt.warmup)
-
-    def _official_passes(self, row: Row, clip: Clip) -> tuple[list[PassResult], dict]:
-        try:
-            tracker = OfficialTracker(get_config(row.model, row.image_size), clip.state, self.device)
-        except Effsam2Error as err:
-            raise AccelUnavailable(f"official row unavailable: {err}") from None
-        prompts = spread_clicks(row.objects, row.image_size, self.device)
-        context = _autocast_for(self.device, self.opt.dtype)
-        with torch.inference_mode():
-            return [run_official_pass(tracker, clip.images, prompts, self._timer(), context)
-                    for _ in range(self.opt.repeats)], {}
+        if row.loop == "predictor":
+            if not isinstance(encoder, DenseFrameEncoder):
+                raise AccelUnavailable(f"{row.spec.label} unavailable in the predictor loop (it does not route)")
+            return Prepared(record, lambda r: run_predictor_pass(model, clip.rgb, prompts, self._timer(),
+                                                                 context), dict)
+        return Prepared(record, lambda r: run_pass(model, clip.images, prompts, encoder, self._timer(), context,
+                                                   pass_index=r), lambda: encoder.stats(self.opt.warmup))
 
     def _timer(self) -> FrameTimer:
         return FrameTimer(sync=_sync_for(self.device), cpu_clock=time.process_time)
+
+
+def _describe(record: BenchRecord) -> str:
+    return f"{record.model} {record.accel} {record.image_size}px {record.objects} obj ({record.loop} loop)"
 
 
 def _compare_masks(group: list[tuple[BenchRecord, torch.Tensor | None]]) -> None:
