@@ -234,8 +234,8 @@ def test_routed_encoder_routes_from_the_previous_frame_and_resets_per_pass():
     assert encoder.stats(warmup=0)["swr_window_fraction"] == pytest.approx(0.5)
 
 
-def test_runner_interleaves_timed_passes_and_drops_the_warmup_pass(tmp_path):
-    """Rows run one warm-up pass each, then timed passes in A B, B A, A B order; results ignore pass 0."""
+def test_runner_interleaves_timed_frames_and_drops_the_warmup_pass(tmp_path):
+    """Each row runs one whole warm-up pass; timed passes advance frame by frame, the order alternating."""
     import torch
 
     from effsam2.accel.spec import AccelSpec
@@ -246,23 +246,29 @@ def test_runner_interleaves_timed_passes_and_drops_the_warmup_pass(tmp_path):
 
     class FakeRunner(Runner):
         def _prepare(self, row, clip, record):
-            def run_pass(r):
-                calls.append((record.accel, r))
+            def start_pass(r):
                 seconds = 100.0 if r == 0 else (1.0 if record.accel == "dense" else 0.5) * r
-                frames = [{FRAME: 50.0}] + [{FRAME: seconds, "image_encoder": seconds / 2}] * 2
+                frames = []
+                for t in range(3):
+                    calls.append((record.accel, r, t))
+                    frames.append({FRAME: 50.0} if t == 0 else {FRAME: seconds, "image_encoder": seconds / 2})
+                    yield
                 return PassResult(frames, torch.ones(3, 1, 2, 2, dtype=torch.bool), torch.ones(3, 1))
-            return Prepared(record, run_pass, dict)
+            return Prepared(record, start_pass, dict)
 
     options = BenchOptions(models=["sam2.1_hiera_t"], video=tmp_path, accels=[AccelSpec.parse("smr")],
-                           frames=3, warmup=1, repeats=3)
+                           frames=3, warmup=1, repeats=2)
     runner = FakeRunner(options, log=lambda line: None)
     rows = [Row("sam2.1_hiera_t", 256, 1, "steps", spec) for spec in options.accel_list()]
     records = runner._group(rows, Clip(rgb=[], images=[], state={}, weights="none"))
-    assert calls == [("dense", 0), ("smr", 0), ("dense", 1), ("smr", 1), ("smr", 2), ("dense", 2),
-                     ("dense", 3), ("smr", 3)]
+    warmups = [("dense", 0, t) for t in range(3)] + [("smr", 0, t) for t in range(3)]
+    pass1 = [("dense", 1, 0), ("smr", 1, 0), ("smr", 1, 1), ("dense", 1, 1), ("dense", 1, 2), ("smr", 1, 2)]
+    pass2 = [("smr", 2, 0), ("dense", 2, 0), ("dense", 2, 1), ("smr", 2, 1), ("smr", 2, 2), ("dense", 2, 2)]
+    assert calls == warmups + pass1 + pass2
     dense, smr = records
-    assert dense.ms[FRAME] == pytest.approx(2000.0)  # median of passes 1..3 (1, 2, 3 s), warm-up frame dropped
-    assert smr.ms[FRAME] == pytest.approx(1000.0)
-    assert smr.ms["image_encoder"] == pytest.approx(500.0)
-    assert dense.frame_ms_repeats == pytest.approx([1000.0, 2000.0, 3000.0])
+    assert dense.ms[FRAME] == pytest.approx(1500.0)  # median of passes 1, 2 (1 s, 2 s); warm-up frame dropped
+    assert smr.ms[FRAME] == pytest.approx(750.0)
+    assert smr.ms["image_encoder"] == pytest.approx(375.0)
+    assert dense.frame_ms_repeats == pytest.approx([1000.0, 2000.0])
+    assert smr.speedup_vs_dense is None  # attached by run(), over all groups
     assert dense.peak_mem_mb is not None and dense.mask_iou_vs_dense == 1.0

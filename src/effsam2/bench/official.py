@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from effsam2.bench.session import PassResult, readable_horizon
+from effsam2.bench.session import PassResult, PassSteps, readable_horizon
 from effsam2.bench.timer import TRACK_STEP, FrameTimer
 from effsam2.configs import ModelConfig
 from effsam2.errors import Effsam2Error
@@ -80,11 +80,11 @@ class OfficialTracker:
         return out
 
 
-def run_official_pass(tracker: OfficialTracker, images: Sequence[torch.Tensor],
-                      prompts: Sequence[PointPrompt], timer: FrameTimer,
-                      context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
-                      ) -> PassResult:
-    """The same loop as :func:`effsam2.bench.session.run_pass`, through the official code."""
+def iter_official_pass(tracker: OfficialTracker, images: Sequence[torch.Tensor],
+                       prompts: Sequence[PointPrompt], timer: FrameTimer,
+                       context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+                       ) -> PassSteps:
+    """The same loop as :func:`effsam2.bench.session.iter_pass`, through the official code."""
     num_frames = len(images)
     horizon = readable_horizon(tracker.tracker_config)
     banks = [{"cond_frame_outputs": {}, "non_cond_frame_outputs": {}} for _ in prompts]
@@ -106,4 +106,5 @@ def run_official_pass(tracker: OfficialTracker, images: Sequence[torch.Tensor],
                 outs.append(out)
         masks.append(torch.cat([o["pred_masks"][:, 0] > 0 for o in outs]).cpu())
         scores.append(torch.cat([o["object_score_logits"][:, 0] for o in outs]).float().cpu())
+        yield
     return PassResult(timer.frames, torch.stack(masks), torch.stack(scores))

@@ -15,15 +15,15 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from effsam2.bench.session import PassResult
+from effsam2.bench.session import PassResult, PassSteps
 from effsam2.bench.timer import FrameTimer
 from effsam2.modeling.sam2_model import PointPrompt, SAM2Model
 
 
-def run_predictor_pass(model: SAM2Model, rgb_frames: Sequence[np.ndarray], prompts: Sequence[PointPrompt],
-                       timer: FrameTimer,
-                       context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
-                       ) -> PassResult:
+def iter_predictor_pass(model: SAM2Model, rgb_frames: Sequence[np.ndarray], prompts: Sequence[PointPrompt],
+                        timer: FrameTimer,
+                        context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+                        ) -> PassSteps:
     """Track one object per prompt (model-space clicks, converted to video pixels) through ``rgb_frames``."""
     from effsam2.predictor.video import VideoPredictor
 
@@ -46,9 +46,11 @@ def run_predictor_pass(model: SAM2Model, rgb_frames: Sequence[np.ndarray], promp
         frames = predictor.propagate_in_video(state)
         next(frames)
     collect(state, 0)
+    yield
     for t in range(1, len(rgb_frames)):
         with timer.frame(), context():
             next(frames)
         collect(state, t)
+        yield
     frames.close()
     return PassResult(timer.frames, torch.stack(masks), torch.stack(scores))

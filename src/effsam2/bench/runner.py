@@ -22,8 +22,8 @@ import torch
 from effsam2.accel.spec import AccelSpec
 from effsam2.bench.frames import decode_video, model_inputs
 from effsam2.bench.memory import PeakMemory, current_mb
-from effsam2.bench.official import OfficialTracker, run_official_pass
-from effsam2.bench.predictor_loop import run_predictor_pass
+from effsam2.bench.official import OfficialTracker, iter_official_pass
+from effsam2.bench.predictor_loop import iter_predictor_pass
 from effsam2.bench.records import (
     OFFICIAL,
     OURS,
@@ -37,8 +37,10 @@ from effsam2.bench.session import (
     DenseFrameEncoder,
     FrameEncoder,
     PassResult,
+    PassSteps,
     RoutedFrameEncoder,
-    run_pass,
+    drain,
+    iter_pass,
     spread_clicks,
 )
 from effsam2.bench.timer import FrameTimer, mean_per_frame, median_of_repeats
@@ -160,10 +162,10 @@ class Clip:
 
 @dataclass
 class Prepared:
-    """A row ready to measure: its record, a function running one pass, and its encoder's report."""
+    """A row ready to measure: its record, a function starting one pass, and its encoder's report."""
 
     record: BenchRecord
-    run_pass: Callable[[int], PassResult]  # pass index -> result
+    start_pass: Callable[[int], PassSteps]  # pass index -> a pass that yields after each frame
     stats: Callable[[], dict]
     passes: list[PassResult] = field(default_factory=list)
 
@@ -172,8 +174,9 @@ class Runner:
     """Measures the rows of :class:`BenchOptions`; ``log`` receives one line per row (stderr by default).
 
     Per group (model, image size, object count): each row is built and run once as a warm-up pass (its
-    peak memory is measured there), then the timed passes run interleaved across the rows, forward and
-    backward in turn (A B C, C B A, ...), so that a change in machine load hits every row alike.
+    peak memory is measured there), then the timed passes run frame by frame interleaved across the rows,
+    in alternating order (frame t of A B C, frame t+1 of C B A, ...), so that a change in machine load
+    hits every row alike.
     """
 
     def __init__(self, options: BenchOptions, log: Callable[[str], None] | None = None) -> None:
@@ -214,7 +217,7 @@ class Runner:
             try:
                 prepared = self._prepare(row, clip, record)
                 with torch.inference_mode():
-                    prepared.run_pass(0)  # warm-up: first-call costs, compilation, allocator growth
+                    drain(prepared.start_pass(0))  # warm-up: first-call costs, compilation, allocator growth
             except AccelUnavailable as err:
                 record.error = str(err)
                 self.log(f"bench: {_describe(record)}: {err}")
@@ -226,8 +229,8 @@ class Runner:
             ready.append(prepared)
         with torch.inference_mode():
             for r in range(self.opt.repeats):
-                for prepared in (ready if r % 2 == 0 else ready[::-1]):
-                    prepared.passes.append(prepared.run_pass(r + 1))
+                for prepared, result in zip(ready, interleave([p.start_pass(r + 1) for p in ready], r)):
+                    prepared.passes.append(result)
         for prepared in ready:
             self._summarise(prepared)
         _compare_masks([(p.record, p.passes[-1].masks) for p in ready])
@@ -264,8 +267,8 @@ class Runner:
                 tracker = OfficialTracker(get_config(row.model, row.image_size), clip.state, self.device)
             except Effsam2Error as err:
                 raise AccelUnavailable(f"official row unavailable: {err}") from None
-            return Prepared(record, lambda r: run_official_pass(tracker, clip.images, prompts, self._timer(),
-                                                                context), dict)
+            return Prepared(record, lambda r: iter_official_pass(tracker, clip.images, prompts, self._timer(),
+                                                                 context), dict)
         model = build_accel_model(row.model, row.image_size, row.spec, clip.state, self.device)
         encoder = make_frame_encoder(model, row.spec)
         if self.opt.compile:
@@ -273,13 +276,32 @@ class Runner:
         if row.loop == "predictor":
             if not isinstance(encoder, DenseFrameEncoder):
                 raise AccelUnavailable(f"{row.spec.label} unavailable in the predictor loop (it does not route)")
-            return Prepared(record, lambda r: run_predictor_pass(model, clip.rgb, prompts, self._timer(),
-                                                                 context), dict)
-        return Prepared(record, lambda r: run_pass(model, clip.images, prompts, encoder, self._timer(), context,
-                                                   pass_index=r), lambda: encoder.stats(self.opt.warmup))
+            return Prepared(record, lambda r: iter_predictor_pass(model, clip.rgb, prompts, self._timer(),
+                                                                  context), dict)
+        return Prepared(record, lambda r: iter_pass(model, clip.images, prompts, encoder, self._timer(), context,
+                                                    pass_index=r), lambda: encoder.stats(self.opt.warmup))
 
     def _timer(self) -> FrameTimer:
         return FrameTimer(sync=_sync_for(self.device), cpu_clock=time.process_time)
+
+
+def interleave(passes: list[PassSteps], first_order: int = 0) -> list[PassResult]:
+    """Advance every pass one frame at a time, alternating the order on each frame; their results.
+
+    All passes of a group have the same number of frames; ``first_order`` odd starts with the reverse order.
+    """
+    results: list[PassResult | None] = [None] * len(passes)
+    live = list(range(len(passes)))
+    turn = first_order
+    while live:
+        for i in (live if turn % 2 == 0 else live[::-1]):
+            try:
+                next(passes[i])
+            except StopIteration as done:
+                results[i] = done.value
+        live = [i for i in live if results[i] is None]
+        turn += 1
+    return results
 
 
 def _describe(record: BenchRecord) -> str:

@@ -13,7 +13,7 @@ attention.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -129,10 +129,29 @@ class PassResult:
     scores: torch.Tensor  # (T, objects) object-score logits
 
 
-def run_pass(model: SAM2Model, images: Sequence[torch.Tensor], prompts: Sequence[PointPrompt],
-             encoder: FrameEncoder, timer: FrameTimer,
-             context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
-             pass_index: int = 0) -> PassResult:
+# A pass as a generator: it yields after each frame (outside the frame's timing) and returns its result,
+# so that the runner can interleave the frames of several configurations.
+PassSteps = Generator[None, None, PassResult]
+
+
+def drain(steps: PassSteps) -> PassResult:
+    """Run a pass generator to its end and return its result."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+
+
+def run_pass(*args, **kwargs) -> PassResult:
+    """:func:`iter_pass` run to its end."""
+    return drain(iter_pass(*args, **kwargs))
+
+
+def iter_pass(model: SAM2Model, images: Sequence[torch.Tensor], prompts: Sequence[PointPrompt],
+              encoder: FrameEncoder, timer: FrameTimer,
+              context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+              pass_index: int = 0) -> PassSteps:
     """Track ``len(prompts)`` objects through ``images`` (each (1, 3, S, S) on the model's device).
 
     ``context`` wraps each frame's computation (e.g. autocast); it is entered inside the frame's timing.
@@ -161,4 +180,5 @@ def run_pass(model: SAM2Model, images: Sequence[torch.Tensor], prompts: Sequence
         # read the outputs back after the frame's timing closed (a device->host copy would sync)
         masks.append(torch.cat([s.entry.pred_masks[:, 0] > 0 for s in steps]).cpu())
         scores.append(torch.cat([s.entry.object_score_logits[:, 0] for s in steps]).float().cpu())
+        yield
     return PassResult(timer.frames, torch.stack(masks), torch.stack(scores))
