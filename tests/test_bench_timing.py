@@ -109,6 +109,7 @@ def test_summarise_timings_converts_to_ms_and_fps():
     assert r.ms[FRAME] == pytest.approx(300.0)
     assert r.ms["image_encoder"] == pytest.approx(100.0)
     assert r.ms["memory_attention"] is None  # never timed: not measured, not zero
+    assert r.ms_min[FRAME] == pytest.approx(200.0) and r.ms_min["memory_attention"] is None
     assert r.fps == pytest.approx(1000 / 300)
     assert r.frame_ms_repeats == pytest.approx([200.0, 400.0])
     assert r.cpu_ms_frame == pytest.approx(500.0)
