@@ -113,3 +113,33 @@ def test_only_missing_acceleration_modules_count_as_unavailable():
     err = _missing_accel(ModuleNotFoundError("No module", name="effsam2.accel.sparse_memory"), "smr")
     assert err is not None and "smr unavailable" in str(err)
     assert _missing_accel(ModuleNotFoundError("No module", name="scipy"), "smr") is None
+
+
+def test_checkpoints_map_to_models(tmp_path, capsys):
+    import argparse
+
+    from effsam2.bench import cli as bench_cli
+
+    ckpt = tmp_path / "t.pt"
+    ckpt.write_bytes(b"")  # only its existence is checked before the run
+    parser = argparse.ArgumentParser()
+    bench_cli.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["bench", "--model", "sam2.1_hiera_t", "--model", "sam2.1_hiera_s",
+                              "--checkpoint", f"sam2.1_hiera_s={ckpt}"])
+    options = bench_cli.options_from_args(args)
+    assert options.checkpoints == {"sam2.1_hiera_s": str(ckpt)}
+    assert options.models == ["sam2.1_hiera_t", "sam2.1_hiera_s"]
+    # a bare path is ambiguous with two models; a checkpoint for a model not benchmarked is refused
+    assert main(["bench", "--model", "sam2.1_hiera_t", "--model", "sam2.1_hiera_s", "--checkpoint", str(ckpt)]) == 2
+    assert "MODEL=PATH" in capsys.readouterr().err
+    assert main(["bench", "--checkpoint", f"sam2.1_hiera_l={ckpt}"]) == 2
+    assert "not a benchmarked --model" in capsys.readouterr().err
+
+
+def test_cuda_without_a_gpu_exits_2(capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    assert main(["bench", "--device", "cuda"]) == 2
+    assert "no CUDA device" in capsys.readouterr().err
