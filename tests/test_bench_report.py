@@ -60,6 +60,7 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
     assert os.listdir(tmp_path) == ["out.json"]  # no temporary file left behind
     write_json(_records(), target)
     assert target.read_text().startswith("[")
+    assert target.stat().st_mode & 0o044 == 0o044  # readable by others, unlike mkstemp's default
     with pytest.raises(Effsam2Error, match="does not exist"):
         atomic_write(tmp_path / "missing" / "x.md", lambda f: f.write("x"))
 

@@ -29,6 +29,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO], None], binary: b
         raise Effsam2Error(f"cannot write {path}: folder {path.parent} does not exist")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
         with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f:
             write(f)
         os.replace(tmp, path)
