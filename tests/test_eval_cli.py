@@ -11,7 +11,7 @@ from PIL import Image
 
 from effsam2.cli import main
 from effsam2.eval.metrics import boundary_f_measure, region_similarity
-from effsam2.io.png_labels import write_label_png
+from effsam2.io.masks import save_label_png as write_label_png
 
 SEQS = ("car-shadow", "motocross-jump", "blackswan")
 

@@ -11,7 +11,7 @@ from PIL import Image
 
 from effsam2.errors import DatasetError
 from effsam2.eval.datasets import DavisSequence, SavSequence, open_dataset, read_split_file
-from effsam2.io.png_labels import write_label_png
+from effsam2.io.masks import save_label_png as write_label_png
 
 DAVIS16 = [
     "blackswan", "breakdance", "car-roundabout", "car-shadow", "cows", "dance-twirl", "dog",

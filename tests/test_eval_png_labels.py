@@ -7,7 +7,8 @@ import pytest
 from PIL import Image
 
 from effsam2.errors import DatasetError
-from effsam2.io.png_labels import DAVIS_PALETTE, read_binary_mask, read_label_png, write_label_png
+from effsam2.io.masks import save_label_png as write_label_png
+from effsam2.io.png_labels import DAVIS_PALETTE, read_binary_mask, read_label_png
 
 IDS = np.array([[0, 1, 2, 2], [3, 0, 0, 1], [0, 0, 7, 7]], dtype=np.uint8)
 

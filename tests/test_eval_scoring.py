@@ -16,7 +16,7 @@ from effsam2.eval.datasets import open_dataset
 from effsam2.eval.metrics import boundary_f_measure, region_similarity
 from effsam2.eval.report import format_csv, format_markdown, write_json, write_results
 from effsam2.eval.scoring import PredictionFolder, score_dataset, score_sequence
-from effsam2.io.png_labels import write_label_png
+from effsam2.io.masks import save_label_png as write_label_png
 
 
 def copy_gt_as_predictions(ds, pred_root):

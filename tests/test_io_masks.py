@@ -62,8 +62,8 @@ def test_bad_label_arrays(tmp_path):
         save_label_png(tmp_path / "x.png", np.zeros((4, 4), np.float32))
     with pytest.raises(ValueError, match="shape"):
         save_label_png(tmp_path / "x.png", np.zeros((4, 4, 3), np.uint8))
-    Image.new("RGB", (4, 4)).save(tmp_path / "rgb.png")
-    with pytest.raises(DatasetError, match="mode RGB"):
+    Image.new("RGB", (4, 4), (1, 2, 3)).save(tmp_path / "rgb.png")  # a colour outside the DAVIS palette
+    with pytest.raises(DatasetError, match="rgb.png"):
         read_label_png(tmp_path / "rgb.png")
     with pytest.raises(DatasetError):
         read_label_png(tmp_path / "missing.png")

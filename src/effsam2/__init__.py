@@ -10,6 +10,9 @@ from effsam2.errors import (
     UnknownModelError,
     VideoError,
 )
+from effsam2.predictor.image import ImagePredictor
+from effsam2.predictor.stream import StreamTracker
+from effsam2.predictor.video import VideoPredictor
 
 __version__ = "0.1.0"
 
@@ -17,9 +20,12 @@ __all__ = [
     "CheckpointError",
     "DatasetError",
     "Effsam2Error",
+    "ImagePredictor",
     "PromptError",
+    "StreamTracker",
     "UnknownModelError",
     "VideoError",
+    "VideoPredictor",
     "__version__",
     "build_model",
     "get_config",

@@ -1,4 +1,4 @@
-"""``effsam2 eval``: score a folder of predicted masks against a VOS dataset (DAVIS J&F).
+"""``effsam2 eval``: score predicted masks against a VOS dataset (DAVIS J&F), or run a model and score it.
 
 Prints the markdown table on stdout, notes on stderr, and optionally writes
 ``results.json`` / ``results.csv`` / ``results.md`` into ``--out`` and the summary to ``--json``.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from effsam2.errors import Effsam2Error
 from effsam2.eval.datasets import open_dataset
@@ -36,7 +37,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="split file or name (e.g. val, 2017/val); default: every sequence folder",
     )
     parser.add_argument("--sequences", metavar="A,B", help="comma-separated sequence names to score")
-    parser.add_argument("--predictions", required=True, metavar="DIR", help="predictions folder")
+    parser.add_argument("--predictions", metavar="DIR", help="predictions folder to score")
+    model = parser.add_argument_group("run a model (instead of --predictions): first-frame ground truth as "
+                                      "the prompt, propagate, score; predictions are kept in OUT/predictions")
+    model.add_argument("--model", help="model name (see `effsam2 models`)")
+    model.add_argument("--checkpoint", help="the model's checkpoint")
+    model.add_argument("--accel", help="accelerations, e.g. pool, smr, swr+smr (default: none)")
+    model.add_argument("--smr-sparsity", type=float, help="SMR sparsity")
+    model.add_argument("--swr-shortcut", help="trained SWR shortcut (.safetensors)")
+    model.add_argument("--image-size", type=int, help="model input size (default: the model's)")
+    model.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--out", metavar="DIR", help="write results.json, results.csv, results.md here")
     parser.add_argument("--json", metavar="PATH", help="write the summary JSON here")
     parser.set_defaults(func=run)
@@ -45,13 +55,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Run the evaluation; user errors propagate as Effsam2Error (exit code 2 in the dispatcher)."""
+    if (args.predictions is None) == (args.model is None):
+        raise Effsam2Error("give either --predictions DIR (score existing masks) or --model NAME (run a model)")
     dataset = open_dataset(args.dataset)
     sequences = None
     if args.sequences:
         sequences = [name.strip() for name in args.sequences.split(",") if name.strip()]
+    predictions = args.predictions
+    if args.model is not None:
+        predictions = _run_model(args, dataset, sequences)
     results = score_dataset(
         dataset,
-        args.predictions,
+        predictions,
         sequences=sequences,
         split=args.split,
         progress=True,
@@ -69,3 +84,24 @@ def run(args: argparse.Namespace) -> int:
         ) from None
     sys.stdout.write(format_markdown(results))
     return 0
+
+
+def _run_model(args: argparse.Namespace, dataset, sequences: list[str] | None) -> Path:
+    """Validate the model options, build the model and write its predictions under ``--out``."""
+    from effsam2.accel.spec import AccelSpec
+    from effsam2.build import build_model
+    from effsam2.configs import get_config
+    from effsam2.errors import CheckpointError
+    from effsam2.eval.run_model import predict_dataset
+
+    if not args.out:
+        raise Effsam2Error("--model needs --out DIR (the predictions and results are written there)")
+    get_config(args.model, args.image_size)
+    if args.checkpoint is None:
+        raise CheckpointError(f"--model {args.model} needs --checkpoint PATH (the official weights)")
+    names = sequences or dataset.sequence_names(args.split)
+    for name in names:
+        dataset.sequence(name)  # unknown sequence names fail before the model runs
+    accel = AccelSpec.parse(args.accel, smr_sparsity=args.smr_sparsity, swr_shortcut=args.swr_shortcut)
+    model = build_model(args.model, args.checkpoint, device=args.device, image_size=args.image_size, accel=accel)
+    return predict_dataset(model, dataset, names, Path(args.out) / "predictions")

@@ -16,10 +16,10 @@ import io
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 
 from effsam2.eval.results import EvalResults
+from effsam2.io.atomic import atomic_write
 
 __all__ = ["atomic_write_text", "format_csv", "format_markdown", "write_json", "write_results"]
 
@@ -27,18 +27,11 @@ CSV_COLUMNS = ("sequence", "object", "J&F", "J", "F", "J-recall", "F-recall", "J
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` via a temporary file in the same folder + ``os.replace``."""
+    """Write ``text`` (UTF-8) to ``path`` atomically (temporary file in the same folder + rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; results are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "w", newline="") as fh:
+        fh.write(text)
     return path
 
 

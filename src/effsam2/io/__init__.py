@@ -26,11 +26,11 @@ from effsam2.io.masks import (
     check_label_id,
     davis_palette,
     labels_from_masks,
-    read_label_png,
     save_label_png,
 )
 from effsam2.io.output import OUTPUT_FORMATS, OutputWriter, parse_formats
 from effsam2.io.overlay import overlay_labels, pick_video_encoder, write_overlay_video
+from effsam2.io.png_labels import read_binary_mask, read_label_png
 from effsam2.io.rle import RleDocument, RleJsonWriter, decode_rle, encode_rle, read_rle_json
 from effsam2.io.video_file import DEFAULT_CACHE_BYTES, NotAVideoError, VideoFileSource
 
@@ -64,6 +64,7 @@ __all__ = [
     "overlay_labels",
     "parse_formats",
     "pick_video_encoder",
+    "read_binary_mask",
     "read_label_png",
     "read_rle_json",
     "save_label_png",

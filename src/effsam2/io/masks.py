@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from effsam2.errors import DatasetError, PromptError
+from effsam2.errors import PromptError
 from effsam2.io.atomic import atomic_path
 
 __all__ = [
@@ -26,7 +26,6 @@ __all__ = [
     "check_label_id",
     "davis_palette",
     "labels_from_masks",
-    "read_label_png",
     "save_label_png",
 ]
 
@@ -163,18 +162,3 @@ def save_label_png(path: str | os.PathLike[str], labels: Any) -> Path:
     with atomic_path(path) as tmp:
         im.save(tmp, format="PNG")
     return path
-
-
-def read_label_png(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read a label PNG (palette or grayscale) as an (H, W) uint8 array of ids.
-
-    ``DatasetError`` if the file is missing, unreadable or a colour (RGB) image.
-    """
-    path = Path(path)
-    try:
-        with Image.open(path) as im:
-            if im.mode not in ("P", "L", "1"):
-                raise DatasetError(f"{path}: label PNG must be palette or grayscale, got mode {im.mode}")
-            return np.array(im, dtype=np.uint8)
-    except (OSError, ValueError, SyntaxError) as e:
-        raise DatasetError(f"{path}: cannot read label image ({e})") from None

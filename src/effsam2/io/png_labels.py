@@ -1,4 +1,4 @@
-"""Read (and write) PNG annotations as object-id label maps.
+"""Read PNG annotations as object-id label maps (writing is ``effsam2.io.masks.save_label_png``).
 
 Annotations reach us in several PNG flavours and all of them are turned into one thing, an
 ``(H, W) uint8`` array of object ids (0 = background):
@@ -22,30 +22,15 @@ Any missing, unreadable or non-PNG file raises ``DatasetError`` with a one-line 
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from effsam2.errors import DatasetError
+from effsam2.io.masks import davis_palette
 
-__all__ = ["DAVIS_PALETTE", "davis_palette", "read_binary_mask", "read_label_png", "write_label_png"]
-
-
-def davis_palette() -> np.ndarray:
-    """The 256-colour palette of DAVIS (and PASCAL VOC) annotations, ``(256, 3) uint8``.
-
-    Index ``i`` gets its colour by dealing the bits of ``i`` out to red, green and blue in turn,
-    most significant output bit first: index 1 is (128, 0, 0), 2 is (0, 128, 0), 3 is (128, 128, 0).
-    """
-    idx = np.arange(256)
-    rgb = np.zeros((256, 3), dtype=np.int64)
-    for level in range(8):  # three input bits per level, landing on output bit 7 - level
-        for channel in range(3):
-            bit = (idx >> (3 * level + channel)) & 1
-            rgb[:, channel] |= bit << (7 - level)
-    return rgb.astype(np.uint8)
+__all__ = ["DAVIS_PALETTE", "read_binary_mask", "read_label_png"]
 
 
 DAVIS_PALETTE = davis_palette()
@@ -140,31 +125,3 @@ def read_binary_mask(path: str | os.PathLike) -> np.ndarray:
     Raises ``DatasetError`` like ``read_label_png``.
     """
     return read_label_png(path) != 0
-
-
-def write_label_png(path: str | os.PathLike, labels: np.ndarray) -> None:
-    """Write ``(H, W)`` integer object ids (0..255) as a DAVIS-palette ``P`` PNG, atomically.
-
-    The file is written to a temporary name in the same folder and moved into place, so a reader
-    never sees a half-written mask. Raises ``ValueError`` for a wrong shape or out-of-range ids.
-    """
-    labels = np.asarray(labels)
-    if labels.ndim != 2:
-        raise ValueError(f"labels must be (H, W), got shape {labels.shape}")
-    if labels.dtype == bool:
-        labels = labels.astype(np.uint8)
-    if labels.size and (labels.min() < 0 or labels.max() > 255):
-        raise ValueError("label ids must lie in 0..255")
-    height, width = labels.shape
-    img = Image.frombytes("P", (width, height), np.ascontiguousarray(labels, dtype=np.uint8).tobytes())
-    img.putpalette(DAVIS_PALETTE.tobytes())
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            img.save(fh, format="PNG")
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

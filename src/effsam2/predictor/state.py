@@ -76,7 +76,7 @@ class InferenceState:
     """Everything a video session holds: the frames (decoded lazily), objects, prompts and outputs."""
 
     frames: FrameSource
-    num_frames: int
+    num_frames: int | None  # None for a stream of unknown length
     video_height: int
     video_width: int
     device: torch.device

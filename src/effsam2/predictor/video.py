@@ -235,13 +235,17 @@ class VideoPredictor:
             start_frame_idx = min(t for obj in state.objects.values() for t in obj.memory.cond)
         start_frame_idx = check_frame_index(start_frame_idx, state.num_frames)
         if max_frame_num_to_track is None:
+            if state.num_frames is None:
+                raise PromptError("a stream has no end: give max_frame_num_to_track")
             max_frame_num_to_track = state.num_frames
         if max_frame_num_to_track < 0:
             raise PromptError(f"max_frame_num_to_track must be >= 0, got {max_frame_num_to_track}")
         if reverse:
             end = max(start_frame_idx - max_frame_num_to_track, 0)
             return range(start_frame_idx, end - 1, -1) if start_frame_idx > 0 else range(0)
-        end = min(start_frame_idx + max_frame_num_to_track, state.num_frames - 1)
+        end = start_frame_idx + max_frame_num_to_track
+        if state.num_frames is not None:  # a stream has no known length
+            end = min(end, state.num_frames - 1)
         return range(start_frame_idx, end + 1)
 
     # ---- one object on one frame ----------------------------------------------------------------------
