@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import pytest
@@ -16,11 +17,12 @@ COMPONENTS = ("image_encoder", "memory_attention", "memory_encoder", "mask_decod
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory, videos_dir):
-    """sam2.1_hiera_t at 256, dense, 1 object, 2 frames: our loop, the VideoPredictor loop, and the official
-    row when the oracle is installed."""
+    """sam2.1_hiera_t at 256, 1 object, 2 frames: dense and SWR (half the windows) in our loop, dense in the
+    VideoPredictor loop, and the official row when the oracle is installed."""
     out = tmp_path_factory.mktemp("bench")
     paths = {"json": out / "bench.json", "md": out / "bench.md", "png": out / "bench.png"}
-    argv = ["bench", "--model", "sam2.1_hiera_t", "--image-size", "256", "--accel", "dense", "--objects", "1",
+    argv = ["bench", "--model", "sam2.1_hiera_t", "--image-size", "256", "--accel", "dense,swr", "--swr-fraction",
+            "0.5", "--objects", "1",
             "--frames", "2", "--warmup", "1", "--repeats", "1", "--video", str(videos_dir / "bedroom.mp4"),
             "--loop", "steps,predictor",
             "--json", str(paths["json"]), "--markdown", str(paths["md"]), "--plot", str(paths["png"])]
@@ -54,9 +56,24 @@ def test_smoke_json_records(smoke_run):
     assert machine["torch"] and machine["cpu"] and machine["torch_threads"] >= 1
 
 
+def test_smoke_swr_row_routes_the_forced_fraction(smoke_run):
+    _, records = smoke_run
+    row = next(r for r in records if r["accel"] == "swr" and r["loop"] == "steps")
+    if importlib.util.find_spec("effsam2.accel.swr") is None:
+        assert row["error"].startswith("swr unavailable") and row["ms"] == {}
+        return
+    assert row["error"] is None and row["accel_options"]["swr_fraction"] == 0.5
+    # tiny at 256: a 16x16 stage-3 map in 14x14 windows -> 4 windows, 2 of them on the measured frame
+    assert row["accel_stats"]["swr_window_fraction"] == 0.5
+    assert all(row["ms"][c] > 0 for c in COMPONENTS) and row["speedup_vs_dense"] > 0
+    assert 0 < row["mask_iou_vs_dense"] <= 1
+    predictor = next(r for r in records if r["accel"] == "swr" and r["loop"] == "predictor")
+    assert "unavailable in the predictor loop" in predictor["error"]
+
+
 def test_smoke_predictor_loop_tracks_the_same_masks(smoke_run):
     _, records = smoke_run
-    row = next(r for r in records if r["loop"] == "predictor")
+    row = next(r for r in records if r["loop"] == "predictor" and r["accel"] == "dense")
     assert row["error"] is None and row["accel"] == "dense"
     assert all(row["ms"][c] > 0 for c in COMPONENTS)
     assert row["ms"]["frame"] >= sum(row["ms"][c] for c in COMPONENTS)
@@ -85,6 +102,7 @@ def test_smoke_markdown_and_plot(smoke_run):
     text = paths["md"].read_text()
     assert "sam2.1_hiera_t" in text and "| dense |" in text and "Machine:" in text
     assert text.count("\n| sam2.1_hiera_t") == len(records)
+    assert "swr" in text
     data = paths["png"].read_bytes()
     assert data[:8] == PNG_MAGIC and len(data) > 1000
 
