@@ -44,6 +44,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     model.add_argument("--checkpoint", help="the model's checkpoint")
     model.add_argument("--accel", help="accelerations, e.g. pool, smr, swr+smr (default: none)")
     model.add_argument("--smr-sparsity", type=float, help="SMR sparsity")
+    model.add_argument("--pool-window", type=int, help="pooled memory attention window: 1, 2 or 4")
     model.add_argument("--swr-shortcut", help="trained SWR shortcut (.safetensors)")
     model.add_argument("--image-size", type=int, help="model input size (default: the model's)")
     model.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -102,6 +103,7 @@ def _run_model(args: argparse.Namespace, dataset, sequences: list[str] | None) -
     names = sequences or dataset.sequence_names(args.split)
     for name in names:
         dataset.sequence(name)  # unknown sequence names fail before the model runs
-    accel = AccelSpec.parse(args.accel, smr_sparsity=args.smr_sparsity, swr_shortcut=args.swr_shortcut)
+    accel = AccelSpec.parse(args.accel, smr_sparsity=args.smr_sparsity, swr_shortcut=args.swr_shortcut,
+                           pool_window=args.pool_window)
     model = build_model(args.model, args.checkpoint, device=args.device, image_size=args.image_size, accel=accel)
     return predict_dataset(model, dataset, names, Path(args.out) / "predictions")

@@ -51,14 +51,16 @@ class MemoryFrame:
     entry: MemoryEntry
     frame_idx: int
     t_pos: int  # temporal slot: 0 for conditioning frames, 1 (oldest) .. num_maskmem-1 (newest) otherwise
-    is_cond: bool
+    is_cond: bool  # the entry is a prompted (conditioning) frame's, whichever slot it is read in
     tokens: torch.Tensor  # (B, N, C_mem)
     pos: torch.Tensor  # (B, N, C_mem) spatial + temporal position encoding
     key: tuple = ()  # identifies the (object, frame) for backend caches
-
-    @property
-    def token_index(self) -> torch.Tensor | None:
-        return self.entry.token_index
+    # (N,) grid indices of ``tokens`` when the entry was pruned, as it was when ``tokens`` were read: a snapshot,
+    # so a backend that prunes the entry during a step does not change what this step's frame describes
+    token_index: torch.Tensor | None = None
+    # (C_mem,) the temporal encoding included in ``pos`` (pos = spatial encoding + t_enc), so that backends
+    # caching keys per entry can add the part that changes with the slot at each read; None if unknown
+    t_enc: torch.Tensor | None = None
 
 
 @dataclass

@@ -62,23 +62,26 @@ class KeyValues:
     """Keys (RoPE applied) and values of a group of memory tokens: each (B, heads, N, head_dim).
 
     ``logit_bias`` is added to the attention logits of these keys (e.g. ln(4) for 2x2-pooled keys that each
-    stand for four tokens); 0 means plain attention.
+    stand for four tokens): a float for the whole group or an (N,) tensor, one per key; 0 means plain attention.
     """
 
     k: torch.Tensor
     v: torch.Tensor
-    logit_bias: float = 0.0
+    logit_bias: float | torch.Tensor = 0.0
 
 
 def attend(q: torch.Tensor, groups: list[KeyValues]) -> torch.Tensor:
     """One softmax over every group's keys: q (B, heads, Nq, d) -> (B, heads, Nq, d)."""
     k = torch.cat([g.k for g in groups], dim=2)
     v = torch.cat([g.v for g in groups], dim=2)
-    if all(g.logit_bias == 0.0 for g in groups):
+    biases = [g.logit_bias for g in groups]
+    if not any(isinstance(b, torch.Tensor) for b in biases) and len(set(biases)) == 1:
+        # the same bias on every key shifts all logits equally and leaves the softmax unchanged
         return F.scaled_dot_product_attention(q, k, v)
-    bias = torch.cat([torch.full((g.k.shape[2],), g.logit_bias, dtype=q.dtype, device=q.device)
+    bias = torch.cat([torch.as_tensor(g.logit_bias, dtype=q.dtype, device=q.device).expand(g.k.shape[2])
                       for g in groups])
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+    # a (1, N) mask broadcasts over queries (SDPA rejects a 1-D one)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=bias[None])
 
 
 class DenseMemoryBackend:
@@ -88,6 +91,9 @@ class DenseMemoryBackend:
     """
 
     name = "dense"
+
+    def begin_read(self, memory: MemoryReadout) -> None:
+        """Called once per memory-attention call, before any layer reads ``memory`` (housekeeping hook)."""
 
     def frame_kv(self, layer_idx: int, attn: Attention, frame: MemoryFrame, table: torch.Tensor,
                  memory: MemoryReadout, q: torch.Tensor) -> KeyValues:
@@ -156,6 +162,7 @@ class MemoryAttention(nn.Module):
                 memory: MemoryReadout) -> torch.Tensor:
         """curr, curr_pos (B, h*w, C) current frame -> memory-conditioned (B, h*w, C)."""
         table = self.rope.get(grid, curr.device)
+        self.backend.begin_read(memory)
         x = curr + 0.1 * curr_pos
         for i, layer in enumerate(self.layers):
             x = layer(x, table, memory, self.backend, i)

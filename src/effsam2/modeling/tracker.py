@@ -68,8 +68,10 @@ def _memory_frame(model: SAM2Model, entry: MemoryEntry, frame_idx: int, t_pos: i
     pos = entry.maskmem_pos_enc.flatten(2).permute(0, 2, 1)
     if entry.token_index is not None:
         pos = pos[:, entry.token_index.to(pos.device)]
-    pos = pos + model.maskmem_tpos_enc[tc.num_maskmem - t_pos - 1]
-    return MemoryFrame(entry, frame_idx, t_pos, is_cond, tokens, pos.expand(tokens.shape[0], -1, -1), key)
+    t_enc = model.maskmem_tpos_enc[tc.num_maskmem - t_pos - 1]
+    pos = pos + t_enc
+    return MemoryFrame(entry, frame_idx, t_pos, is_cond, tokens, pos.expand(tokens.shape[0], -1, -1), key,
+                       token_index=entry.token_index, t_enc=t_enc.reshape(-1))
 
 
 def gather_memory(model: SAM2Model, frame_idx: int, memory: ObjectMemory, num_frames: int | None,
@@ -94,7 +96,9 @@ def gather_memory(model: SAM2Model, frame_idx: int, memory: ObjectMemory, num_fr
             prev = -(-(frame_idx + 2) // stride) * stride + (t_rel - 2) * stride
         entry = memory.non_cond.get(prev, unselected.get(prev))
         if entry is not None:
-            frames.append(_memory_frame(model, entry, prev, t_pos, False, dtype, (memory_key, prev)))
+            # a prompted frame read in a recent-frame slot keeps is_cond (slot semantics live in t_pos)
+            is_cond = prev not in memory.non_cond
+            frames.append(_memory_frame(model, entry, prev, t_pos, is_cond, dtype, (memory_key, prev)))
 
     ptr_tokens = ptr_pos = None
     max_ptrs = tc.max_obj_ptrs_in_encoder if num_frames is None else min(num_frames, tc.max_obj_ptrs_in_encoder)

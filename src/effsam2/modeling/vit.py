@@ -158,3 +158,20 @@ class ViTTrunk(nn.Module):
             x = block(x)
         # Channels-first view without a copy, like the reference (the neck's convs accept it).
         return [x.permute(0, 3, 1, 2)]
+
+
+def build_vit_encoder(config) -> nn.Module:
+    """The EfficientTAM image encoder of a ``ModelConfig`` whose trunk is a ``ViTConfig``.
+
+    One trunk level, one neck level, nothing dropped (``scalp=0``): the encoder output is a single
+    (B, d_model, S/16, S/16) map with its sine position encoding.
+    """
+    from effsam2.modeling.image_encoder import ImageEncoder
+    from effsam2.modeling.vit_neck import ViTNeck
+
+    cfg = config.trunk
+    trunk = ViTTrunk(embed_dim=cfg.embed_dim, depth=cfg.depth, num_heads=cfg.num_heads, patch_size=cfg.patch_size,
+                     window_size=cfg.window_size, window_block_indexes=cfg.window_block_indexes,
+                     pretrain_img_size=cfg.pretrain_img_size)
+    neck = ViTNeck(backbone_channel_list=trunk.channel_list, d_model=config.d_model)
+    return ImageEncoder(trunk, neck, scalp=0)

@@ -44,6 +44,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--max-frames", type=int, help="track at most this many frames after the prompted frame")
     p.add_argument("--accel", default=None, help="accelerations, e.g. pool, smr, swr+smr (default: none)")
     p.add_argument("--smr-sparsity", type=float, help="SMR sparsity (default 0.95)")
+    p.add_argument("--pool-window", type=int, help="pooled memory attention window: 1, 2 (default) or 4")
     p.add_argument("--swr-shortcut", help="trained SWR shortcut (.safetensors), needed with --accel swr")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -78,7 +79,11 @@ def _apply_prompts(predictor: VideoPredictor, state, prompts: list[ObjectPrompt]
 def run(args) -> int:
     prompts, formats = _validate(args)
     frames = open_frames(args.video)  # a missing, empty or corrupt video fails here, before any output
-    accel = AccelSpec.parse(args.accel, smr_sparsity=args.smr_sparsity, swr_shortcut=args.swr_shortcut)
+    accel = AccelSpec.parse(args.accel, smr_sparsity=args.smr_sparsity, swr_shortcut=args.swr_shortcut,
+                            pool_window=args.pool_window)
+    if accel.swr and accel.swr_shortcut is None:
+        print("effsam2 track: warning: --accel swr without --swr-shortcut: skipped windows get no trained "
+              "shortcut (lower accuracy); train one with `effsam2 train-shortcut`", file=sys.stderr)
     model = build_model(args.model, args.checkpoint, device=args.device, image_size=args.image_size, accel=accel)
     predictor = VideoPredictor(model)
     state = predictor.init_state(frames)

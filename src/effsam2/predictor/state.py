@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from effsam2.accel.window_routing import RouterState, WindowSelection
 from effsam2.io.frames import FrameSource
 from effsam2.modeling.memory import MemoryEntry
 from effsam2.modeling.sam2_model import FrameFeatures, PointPrompt
@@ -84,6 +85,8 @@ class InferenceState:
     offload_video_to_cpu: bool = False
     objects: dict[int, ObjectState] = field(default_factory=dict)  # insertion order = object index
     features: FeatureCache = field(default_factory=FeatureCache)
+    router: RouterState | None = None  # Sparse Window Routing: evidence from the last propagated frame
+    window_selection: WindowSelection | None = None  # the windows the last routed frame ran
 
     @property
     def obj_ids(self) -> list[int]:

@@ -20,6 +20,7 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
+from effsam2.accel.window_routing import DEFAULT_ROUTER, RouterConfig
 from effsam2.errors import VideoError
 from effsam2.io.convert import image_to_rgb, to_rgb_uint8
 from effsam2.io.frames import FrameIndexError, FrameSource
@@ -70,8 +71,8 @@ class StreamFrames(FrameSource):
 
 class StreamTracker:
     def __init__(self, model: SAM2Model, *, memory_dtype: torch.dtype = torch.bfloat16,
-                 timer: SectionTimer = NO_TIMER) -> None:
-        self.predictor = VideoPredictor(model, memory_dtype=memory_dtype, timer=timer)
+                 timer: SectionTimer = NO_TIMER, router_config: RouterConfig = DEFAULT_ROUTER) -> None:
+        self.predictor = VideoPredictor(model, memory_dtype=memory_dtype, timer=timer, router_config=router_config)
         self.frames = StreamFrames()
         self.state: InferenceState | None = None
         tc = model.config.tracker
@@ -94,15 +95,17 @@ class StreamTracker:
         """
         idx = self.frames.append(frame)
         if self.state is None:
+            routing = self.predictor.routing
             self.state = InferenceState(frames=self.frames, num_frames=None, video_height=self.frames.height,
                                         video_width=self.frames.width, device=self.predictor.model.device,
-                                        storage_device=self.predictor.model.device)
+                                        storage_device=self.predictor.model.device,
+                                        router=routing.new_router() if routing is not None else None)
         state = self.state
         if not state.objects:
             return idx, [], torch.empty(0, 1, state.video_height, state.video_width)
         self.predictor.propagate_in_video_preflight(state)
-        _, obj_ids, masks = next(iter(self.predictor.propagate_in_video(state, start_frame_idx=idx,
-                                                                         max_frame_num_to_track=0)))
+        # one frame of a forward propagation that never ends (the window router keeps its evidence)
+        _, obj_ids, masks = next(self.predictor.track_frames(state, [idx], reverse=False))
         self._forget_unreachable(idx)
         return idx, obj_ids, masks
 

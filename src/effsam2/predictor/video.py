@@ -17,11 +17,13 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 
+from effsam2.accel.swr import WindowRouting
+from effsam2.accel.window_routing import DEFAULT_ROUTER, RouterConfig
 from effsam2.errors import PromptError
 from effsam2.io.frames import open_frames
 from effsam2.modeling.memory import MemoryEntry
 from effsam2.modeling.sam2_model import NO_OBJ_SCORE, FrameFeatures, PointPrompt, SAM2Model
-from effsam2.modeling.tracker import track_step, write_memory
+from effsam2.modeling.tracker import StepOutput, track_step, write_memory
 from effsam2.predictor.prompts import (
     check_frame_index,
     concat_points,
@@ -38,13 +40,17 @@ PREV_LOGIT_CLAMP = 32.0  # earlier mask logits fed back with new clicks are clam
 class VideoPredictor:
     def __init__(self, model: SAM2Model, *, non_overlap_masks: bool = False,
                  clear_non_cond_mem_around_input: bool = False, add_all_frames_to_correct_as_cond: bool = False,
-                 memory_dtype: torch.dtype = torch.bfloat16, timer: SectionTimer = NO_TIMER) -> None:
+                 memory_dtype: torch.dtype = torch.bfloat16, timer: SectionTimer = NO_TIMER,
+                 router_config: RouterConfig = DEFAULT_ROUTER) -> None:
         self.model = model.eval()
         self.non_overlap_masks = non_overlap_masks
         self.clear_non_cond_mem_around_input = clear_non_cond_mem_around_input
         self.add_all_frames_to_correct_as_cond = add_all_frames_to_correct_as_cond
         self.memory_dtype = memory_dtype  # the official predictor stores memory features in bf16
         self.timer = timer
+        # Sparse Window Routing (None unless the model was built with accel "swr"): encodes propagated frames
+        # with only the windows the previous frame's objects occupy
+        self.routing = WindowRouting.from_model(model, router_config)
 
     @property
     def image_size(self) -> int:
@@ -63,24 +69,44 @@ class VideoPredictor:
         state = InferenceState(frames=frames, num_frames=len(frames), video_height=frames.height,
                                video_width=frames.width, device=device,
                                storage_device=torch.device("cpu") if offload_state_to_cpu else device,
-                               offload_video_to_cpu=offload_video_to_cpu)
+                               offload_video_to_cpu=offload_video_to_cpu,
+                               router=self.routing.new_router() if self.routing is not None else None)
         self.frame_features(state, 0)  # most clicks land on frame 0: encode it now, as officially
         return state
 
     def frame_features(self, state: InferenceState, frame_idx: int) -> FrameFeatures:
-        """Encoded features of one frame (batch 1), from the cache or computed now."""
+        """Dense encoded features of one frame (batch 1), from the cache or computed now."""
         feats = state.features.get(frame_idx)
         if feats is None:
-            image = preprocess_frame(state.frames.get(frame_idx), self.image_size)[None].to(state.device)
             with self.timer.section(IMAGE_ENCODER):
-                feats = self.model.encode_image(image)
+                feats = self.model.encode_image(self._image(state, frame_idx))
             state.features.put(frame_idx, feats)
+        return feats
+
+    def _image(self, state: InferenceState, frame_idx: int) -> torch.Tensor:
+        return preprocess_frame(state.frames.get(frame_idx), self.image_size)[None].to(state.device)
+
+    def _propagation_features(self, state: InferenceState, frame_idx: int, prompted: bool) -> FrameFeatures:
+        """Features for tracking a frame: routed through the selected windows when SWR is on.
+
+        Routed features are not cached: a later click on this frame must see the dense features.
+        """
+        if self.routing is None:
+            return self.frame_features(state, frame_idx)
+        cached = state.features.get(frame_idx) if prompted else None
+        if cached is not None:
+            return cached
+        with self.timer.section(IMAGE_ENCODER):
+            feats, state.window_selection = self.routing.encode(self.model, self._image(state, frame_idx),
+                                                                state.router, prompted=prompted)
         return feats
 
     @torch.inference_mode()
     def reset_state(self, state: InferenceState) -> None:
         """Remove every object, prompt and output (the frames and their cached features stay)."""
         state.objects.clear()
+        if state.router is not None:
+            state.router.reset()
 
     # ---- prompts ------------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -109,6 +135,7 @@ class VideoPredictor:
         entry, _ = self._run_frame(state, obj, frame_idx, is_init_cond_frame=is_init, points=prompt,
                                    reverse=reverse, run_mem_encoder=False, prev_logits=prev_logits)
         obj.pending[frame_idx] = PendingOutput(entry, is_cond)
+        self._forget_routing(state)
         return frame_idx, state.obj_ids, self._consolidated_masks(state, frame_idx, is_cond)
 
     add_new_points = add_new_points_or_box  # the official deprecated alias
@@ -126,7 +153,14 @@ class VideoPredictor:
         entry, _ = self._run_frame(state, obj, frame_idx, is_init_cond_frame=is_init, mask_inputs=mask_inputs,
                                    reverse=reverse, run_mem_encoder=False)
         obj.pending[frame_idx] = PendingOutput(entry, is_cond)
+        self._forget_routing(state)
         return frame_idx, state.obj_ids, self._consolidated_masks(state, frame_idx, is_cond)
+
+    @staticmethod
+    def _forget_routing(state: InferenceState) -> None:
+        """After a new prompt the next routed frame runs every window (the router has not seen the prompt)."""
+        if state.router is not None:
+            state.router.reset()
 
     def _prompt_kind(self, obj: ObjectState, frame_idx: int) -> tuple[bool, bool, bool]:
         """(is the frame new to this object, its tracking direction, does the prompt make a conditioning frame)."""
@@ -212,20 +246,36 @@ class VideoPredictor:
                            reverse: bool = False) -> Iterator[tuple[int, list[int], torch.Tensor]]:
         """Track every object frame by frame; yields ``(frame_idx, obj_ids, mask_logits (N, 1, H, W))``."""
         self.propagate_in_video_preflight(state)
-        for frame_idx in self.processing_order(state, start_frame_idx, max_frame_num_to_track, reverse):
-            masks = []
+        if state.router is not None:
+            state.router.reset()  # the first frame of a propagation runs every window
+        order = self.processing_order(state, start_frame_idx, max_frame_num_to_track, reverse)
+        yield from self.track_frames(state, order, reverse)
+
+    def track_frames(self, state: InferenceState, order, reverse: bool) -> Iterator[tuple[int, list[int], torch.Tensor]]:
+        """Track every object over ``order`` (frames in processing order); prompts must be consolidated."""
+        routed = state.router is not None
+        for frame_idx in order:
+            prompted = any(frame_idx in obj.memory.cond for obj in state.objects.values())
+            tracked = [obj for obj in state.objects.values() if frame_idx not in obj.memory.cond]
+            feats = self._propagation_features(state, frame_idx, prompted) if tracked else None
+            masks, outputs = [], []
             for obj in state.objects.values():
                 entry = obj.memory.cond.get(frame_idx)
                 if entry is not None:
                     pred = entry.pred_masks.to(state.device)
+                    outputs.append(entry)
                     if self.clear_non_cond_mem_around_input:
                         self._clear_non_cond_memory_around(state, frame_idx)
                 else:
-                    entry, pred = self._run_frame(state, obj, frame_idx, is_init_cond_frame=False, reverse=reverse,
-                                                  run_mem_encoder=True)
+                    step = self._track(state, obj, frame_idx, feats, is_init_cond_frame=False, reverse=reverse,
+                                       run_mem_encoder=True, return_token_attention=routed)
+                    entry, pred = step.entry, step.heads.low_res_masks
+                    outputs.append(step)
                     obj.memory.non_cond[frame_idx] = entry
                 obj.frames_tracked[frame_idx] = reverse
                 masks.append(pred)
+            if routed:
+                state.router.observe(outputs)
             yield frame_idx, state.obj_ids, self._video_resolution(state, torch.cat(masks, dim=0))
 
     def processing_order(self, state: InferenceState, start_frame_idx: int | None,
@@ -253,15 +303,24 @@ class VideoPredictor:
                    reverse: bool, run_mem_encoder: bool, points: PointPrompt | None = None,
                    mask_inputs: torch.Tensor | None = None,
                    prev_logits: torch.Tensor | None = None) -> tuple[MemoryEntry, torch.Tensor]:
-        """Run the tracker for one object; returns (the entry to store, its low-res mask logits on device)."""
-        step = track_step(self.model, frame_idx, self.frame_features(state, frame_idx), obj.memory,
-                          is_init_cond_frame=is_init_cond_frame, points=points, mask_inputs=mask_inputs,
-                          num_frames=state.num_frames, reverse=reverse, run_mem_encoder=run_mem_encoder,
-                          prev_sam_mask_logits=prev_logits, memory_key=obj.obj_id,
+        """Run the tracker for one object on a prompted frame (dense features); returns (entry, low-res logits)."""
+        step = self._track(state, obj, frame_idx, self.frame_features(state, frame_idx),
+                           is_init_cond_frame=is_init_cond_frame, reverse=reverse, run_mem_encoder=run_mem_encoder,
+                           points=points, mask_inputs=mask_inputs, prev_logits=prev_logits)
+        return step.entry, step.heads.low_res_masks
+
+    def _track(self, state: InferenceState, obj: ObjectState, frame_idx: int, feats: FrameFeatures, *,
+               is_init_cond_frame: bool, reverse: bool, run_mem_encoder: bool, points: PointPrompt | None = None,
+               mask_inputs: torch.Tensor | None = None, prev_logits: torch.Tensor | None = None,
+               return_token_attention: bool = False) -> StepOutput:
+        """One tracking step of one object; the stored entry's large tensors go to the storage device."""
+        step = track_step(self.model, frame_idx, feats, obj.memory, is_init_cond_frame=is_init_cond_frame,
+                          points=points, mask_inputs=mask_inputs, num_frames=state.num_frames, reverse=reverse,
+                          run_mem_encoder=run_mem_encoder, prev_sam_mask_logits=prev_logits,
+                          memory_key=obj.obj_id, return_token_attention=return_token_attention,
                           memory_dtype=self.memory_dtype, timer=self.timer)
-        pred_on_device = step.entry.pred_masks
         self._store(state, step.entry)
-        return step.entry, pred_on_device
+        return step
 
     @staticmethod
     def _store(state: InferenceState, entry: MemoryEntry) -> None:
