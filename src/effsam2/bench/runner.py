@@ -273,16 +273,22 @@ class Runner:
         encoder = make_frame_encoder(model, row.spec)
         if self.opt.compile:
             compile_components(model)
-        if row.loop == "predictor":
-            if not isinstance(encoder, DenseFrameEncoder):
-                raise AccelUnavailable(f"{row.spec.label} unavailable in the predictor loop (it does not route)")
-            return Prepared(record, lambda r: iter_predictor_pass(model, clip.rgb, prompts, self._timer(),
-                                                                  context), dict)
+        if row.loop == "predictor":  # the VideoPredictor routes SWR models by itself
+            prepared = Prepared(record, lambda r: iter_predictor_pass(model, clip.rgb, prompts, self._timer(),
+                                                                      context), dict)
+            prepared.stats = lambda: window_stats(prepared.passes[-1].window_fractions, self.opt.warmup)
+            return prepared
         return Prepared(record, lambda r: iter_pass(model, clip.images, prompts, encoder, self._timer(), context,
                                                     pass_index=r), lambda: encoder.stats(self.opt.warmup))
 
     def _timer(self) -> FrameTimer:
         return FrameTimer(sync=_sync_for(self.device), cpu_clock=time.process_time)
+
+
+def window_stats(fractions: list[float] | None, warmup: int) -> dict:
+    """SWR's mean fraction of windows over the measured frames of a pass ({} without routing)."""
+    measured = (fractions or [])[warmup:]
+    return {"swr_window_fraction": sum(measured) / len(measured)} if measured else {}
 
 
 def interleave(passes: list[PassSteps], first_order: int = 0) -> list[PassResult]:

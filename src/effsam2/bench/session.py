@@ -127,6 +127,7 @@ class PassResult:
     frames: list[dict[str, float]]  # FrameTimer.frames
     masks: torch.Tensor  # (T, objects, h, w) bool: low-res mask logits > 0
     scores: torch.Tensor  # (T, objects) object-score logits
+    window_fractions: list[float] | None = None  # SWR: fraction of stage-3 windows run, per frame
 
 
 # A pass as a generator: it yields after each frame (outside the frame's timing) and returns its result,
