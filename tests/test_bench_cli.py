@@ -162,3 +162,13 @@ def test_cuda_without_a_gpu_exits_2(capsys):
         pytest.skip("this machine has a GPU")
     assert main(["bench", "--device", "cuda"]) == 2
     assert "no CUDA device" in capsys.readouterr().err
+
+
+def test_swr_on_a_vit_model_is_unavailable_not_a_crash():
+    from effsam2.accel.spec import AccelSpec
+    from effsam2.bench.runner import AccelUnavailable, make_frame_encoder
+    from effsam2.build import build_model
+
+    model = build_model("efficienttam_ti", image_size=256, accel="swr")
+    with pytest.raises(AccelUnavailable, match="needs a Hiera trunk"):
+        make_frame_encoder(model, AccelSpec.parse("swr"))

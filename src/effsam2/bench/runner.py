@@ -46,7 +46,7 @@ from effsam2.bench.session import (
 from effsam2.bench.timer import FrameTimer, mean_per_frame, median_of_repeats
 from effsam2.bench.weights import reference_state
 from effsam2.build import build_model
-from effsam2.configs import get_config
+from effsam2.configs import HieraConfig, get_config
 from effsam2.errors import Effsam2Error
 from effsam2.modeling.sam2_model import SAM2Model
 
@@ -112,12 +112,11 @@ def make_frame_encoder(model: SAM2Model, spec: AccelSpec) -> FrameEncoder:
     """Dense encoding, or (SWR) a routed encoder that picks stage-3 windows from the previous frame."""
     if not spec.swr:
         return DenseFrameEncoder(model)
+    if not isinstance(model.config.trunk, HieraConfig):  # EfficientTAM: no Hiera stage 3 to route
+        raise AccelUnavailable(f"{spec.label} unavailable for {model.config.name}: window routing needs a "
+                               "Hiera trunk")
     swr = _import_accel("effsam2.accel.swr", spec.label)
-    try:
-        routing = swr.WindowRouting.from_model(model)
-    except ValueError as err:  # e.g. a ViT model: no Hiera stage 3 to route
-        raise AccelUnavailable(f"{spec.label} unavailable for {model.config.name}: {err}") from None
-    return RoutedFrameEncoder(model, routing)
+    return RoutedFrameEncoder(model, swr.WindowRouting.from_model(model))
 
 
 def compile_components(model: SAM2Model) -> None:
