@@ -19,6 +19,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "effsam2.model_cli",
     "effsam2.eval.cli",
     "effsam2.train.cli",
+    "effsam2.bench.cli",
 )
 
 

@@ -1,0 +1,185 @@
+"""The benchmark's tracking loop: what a video session does per frame, with every part timed.
+
+Every object is prompted with one click on frame 0; later frames are tracked from memory. Per frame:
+encode the image once (``image_encoder`` section), then one ``track_step`` per object (which times its
+``memory_attention``, ``mask_decoder`` and ``memory_encoder`` sections), storing each step's memory as
+the official predictor does (bf16), bounded to what the tracker can still read.
+
+The frame encoder is a strategy object: dense encodes the whole frame; a routed encoder (SWR) also sees
+the previous frame's step outputs to choose its windows, and may ask the decoder for its token->image
+attention.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from effsam2.bench.timer import TRACK_STEP, FrameTimer
+from effsam2.configs import TrackerConfig
+from effsam2.modeling.memory import MemoryEntry
+from effsam2.modeling.sam2_model import FrameFeatures, PointPrompt, SAM2Model
+from effsam2.modeling.tracker import ObjectMemory, StepOutput, track_step
+from effsam2.timing import IMAGE_ENCODER
+
+
+class FrameEncoder(Protocol):
+    """Turns one (1, 3, S, S) frame into features; ``previous`` holds the last frame's outputs per object.
+
+    ``stats(warmup)`` describes the last pass's measured frames for the record (e.g. windows routed).
+    """
+
+    wants_token_attention: bool
+
+    def encode(self, frame_idx: int, image: torch.Tensor,
+               previous: Sequence[StepOutput] | None) -> FrameFeatures: ...
+
+    def stats(self, warmup: int) -> dict: ...
+
+
+class DenseFrameEncoder:
+    """The whole image through the whole encoder (every window, every block)."""
+
+    wants_token_attention = False
+
+    def __init__(self, model: SAM2Model) -> None:
+        self.model = model
+
+    def encode(self, frame_idx: int, image: torch.Tensor,
+               previous: Sequence[StepOutput] | None) -> FrameFeatures:
+        return self.model.encode_image(image)
+
+    def stats(self, warmup: int) -> dict:
+        return {}
+
+
+class RoutedFrameEncoder:
+    """SWR: stage 3 runs only the windows picked from the previous frame's outputs (all on frame 0).
+
+    ``routing`` is an ``effsam2.accel.swr.WindowRouting``. Picking the windows (dilating the previous
+    masks, the decoder-attention fallback) happens inside ``encode``, so it is charged to the encoder.
+    """
+
+    wants_token_attention = True  # the saliency fallback reads the decoder's token->image attention
+
+    def __init__(self, model: SAM2Model, routing) -> None:
+        self.model = model
+        self.routing = routing
+        self.router = routing.new_router()
+        self.fractions: list[float] = []  # per frame of the current pass
+        self.reasons: list[str] = []
+
+    def encode(self, frame_idx: int, image: torch.Tensor,
+               previous: Sequence[StepOutput] | None) -> FrameFeatures:
+        if frame_idx == 0:  # a new pass: nothing to route from
+            self.router.reset()
+            self.fractions, self.reasons = [], []
+        if previous is not None:
+            self.router.observe(previous)
+        feats, selection = self.routing.encode(self.model, image, self.router, prompted=frame_idx == 0)
+        self.fractions.append(selection.fraction)
+        self.reasons.append(selection.reason)
+        return feats
+
+    def stats(self, warmup: int) -> dict:
+        measured = self.fractions[warmup:]
+        return {"swr_window_fraction": sum(measured) / len(measured) if measured else None,
+                "swr_reasons": sorted(set(self.reasons[warmup:]))}
+
+
+def spread_clicks(num_objects: int, image_size: int, device: torch.device | str = "cpu") -> list[PointPrompt]:
+    """One positive click per object, spread over the frame (x in (0.2, 0.8) S, rows alternating)."""
+    prompts = []
+    for i in range(num_objects):
+        x = image_size * (0.2 + 0.6 * (i + 0.5) / num_objects)
+        y = image_size * (0.4 if i % 2 == 0 else 0.6)
+        prompts.append(PointPrompt(torch.tensor([[[x, y]]], device=device),
+                                   torch.ones(1, 1, dtype=torch.int32, device=device)))
+    return prompts
+
+
+def readable_horizon(tc: TrackerConfig) -> int:
+    """How many frames back a forward step can read: memory slots (with stride) or object pointers.
+
+    The newest slot is the previous frame; the other ``num_maskmem - 2`` slots step back ``stride`` frames
+    from a stride-aligned frame at most ``stride`` before it.
+    """
+    memory_back = 1 + max(tc.num_maskmem - 2, 0) * tc.memory_temporal_stride
+    return max(memory_back, tc.max_obj_ptrs_in_encoder - 1)
+
+
+def store_entry(memory: ObjectMemory, frame_idx: int, entry: MemoryEntry, prompted: bool,
+                horizon: int) -> None:
+    """Keep ``entry``; drop non-conditioning entries that the next frame can no longer read (forward tracking)."""
+    (memory.cond if prompted else memory.non_cond)[frame_idx] = entry
+    for t in [t for t in memory.non_cond if frame_idx + 1 - t > horizon]:
+        del memory.non_cond[t]
+
+
+@dataclass
+class PassResult:
+    """One pass over the clip: per-frame section times and what was segmented."""
+
+    frames: list[dict[str, float]]  # FrameTimer.frames
+    masks: torch.Tensor  # (T, objects, h, w) bool: low-res mask logits > 0
+    scores: torch.Tensor  # (T, objects) object-score logits
+    window_fractions: list[float] | None = None  # SWR: fraction of stage-3 windows run, per frame
+
+
+# A pass as a generator: it yields after each frame (outside the frame's timing) and returns its result,
+# so that the runner can interleave the frames of several configurations.
+PassSteps = Generator[None, None, PassResult]
+
+
+def drain(steps: PassSteps) -> PassResult:
+    """Run a pass generator to its end and return its result."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+
+
+def run_pass(*args, **kwargs) -> PassResult:
+    """:func:`iter_pass` run to its end."""
+    return drain(iter_pass(*args, **kwargs))
+
+
+def iter_pass(model: SAM2Model, images: Sequence[torch.Tensor], prompts: Sequence[PointPrompt],
+              encoder: FrameEncoder, timer: FrameTimer,
+              context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+              pass_index: int = 0) -> PassSteps:
+    """Track ``len(prompts)`` objects through ``images`` (each (1, 3, S, S) on the model's device).
+
+    ``context`` wraps each frame's computation (e.g. autocast); it is entered inside the frame's timing.
+    ``pass_index`` makes the memory keys of each pass distinct, so no backend cache outlives its pass.
+    """
+    num_frames = len(images)
+    horizon = readable_horizon(model.config.tracker)
+    memories = [ObjectMemory() for _ in prompts]
+    previous: list[StepOutput] | None = None
+    masks, scores = [], []
+    for t, image in enumerate(images):
+        prompted = t == 0
+        steps: list[StepOutput] = []
+        with timer.frame(), context():
+            with timer.section(IMAGE_ENCODER):
+                feats = encoder.encode(t, image, previous)
+            for obj, (memory, prompt) in enumerate(zip(memories, prompts)):
+                with timer.section(TRACK_STEP):
+                    step = track_step(model, t, feats, memory, is_init_cond_frame=prompted,
+                                      points=prompt if prompted else None, num_frames=num_frames,
+                                      memory_key=(pass_index, obj),
+                                      return_token_attention=encoder.wants_token_attention, timer=timer)
+                store_entry(memory, t, step.entry, prompted, horizon)
+                steps.append(step)
+        previous = steps
+        # read the outputs back after the frame's timing closed (a device->host copy would sync)
+        masks.append(torch.cat([s.entry.pred_masks[:, 0] > 0 for s in steps]).cpu())
+        scores.append(torch.cat([s.entry.object_score_logits[:, 0] for s in steps]).float().cpu())
+        yield
+    return PassResult(timer.frames, torch.stack(masks), torch.stack(scores))
