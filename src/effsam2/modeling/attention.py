@@ -55,3 +55,12 @@ class Attention(nn.Module):
         v = self.split_heads(self.v_proj(v))
         weights = torch.softmax((q @ k.transpose(-2, -1)) / (q.shape[-1] ** 0.5), dim=-1)
         return self.out_proj(self.merge_heads(weights @ v)), weights
+
+    def forward_recording(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                          record: list[torch.Tensor] | None) -> torch.Tensor:
+        """``forward``, or, when ``record`` is a list, ``forward_with_weights`` appending the weights to it."""
+        if record is None:
+            return self(q=q, k=k, v=v)
+        out, weights = self.forward_with_weights(q, k, v)
+        record.append(weights)
+        return out

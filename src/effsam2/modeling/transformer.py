@@ -35,11 +35,7 @@ class TwoWayAttentionBlock(nn.Module):
         queries = self.norm1(queries)
 
         q, k = queries + query_pe, keys + key_pe
-        if token_attention is None:
-            attn_out = self.cross_attn_token_to_image(q=q, k=k, v=keys)
-        else:
-            attn_out, weights = self.cross_attn_token_to_image.forward_with_weights(q=q, k=k, v=keys)
-            token_attention.append(weights)
+        attn_out = self.cross_attn_token_to_image.forward_recording(q, k, keys, token_attention)
         queries = self.norm2(queries + attn_out)
         queries = self.norm3(queries + self.mlp(queries))
 
@@ -72,9 +68,5 @@ class TwoWayTransformer(nn.Module):
         for layer in self.layers:
             queries, keys = layer(queries, keys, point_embedding, image_pe, token_attention)
         q, k = queries + point_embedding, keys + image_pe
-        if token_attention is None:
-            attn_out = self.final_attn_token_to_image(q=q, k=k, v=keys)
-        else:
-            attn_out, weights = self.final_attn_token_to_image.forward_with_weights(q=q, k=k, v=keys)
-            token_attention.append(weights)
+        attn_out = self.final_attn_token_to_image.forward_recording(q, k, keys, token_attention)
         return self.norm_final_attn(queries + attn_out), keys
