@@ -1,16 +1,13 @@
-"""Benchmark outputs (markdown table, atomic writes, plot) and the peak-memory probe."""
+"""Benchmark outputs (markdown table, plot) and the peak-memory probe."""
 
 from __future__ import annotations
-
-import os
 
 import numpy as np
 import pytest
 
 from effsam2.bench.memory import PeakMemory
-from effsam2.bench.records import MS_KEYS, BenchRecord
-from effsam2.bench.report import atomic_write, markdown_table, write_json, write_plot
-from effsam2.errors import Effsam2Error
+from effsam2.bench.records import BenchRecord
+from effsam2.bench.report import markdown_table, write_plot
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -46,25 +43,6 @@ def test_markdown_table_rows():
     assert missing["frame ms"] == "-" and "sparse_memory is not part of this build" in missing["note"]
 
 
-def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
-    target = tmp_path / "out.json"
-    target.write_text("old")
-
-    def failing(f):
-        f.write("half")
-        raise RuntimeError("interrupted")
-
-    with pytest.raises(RuntimeError):
-        atomic_write(target, failing)
-    assert target.read_text() == "old"
-    assert os.listdir(tmp_path) == ["out.json"]  # no temporary file left behind
-    write_json(_records(), target)
-    assert target.read_text().startswith("[")
-    assert target.stat().st_mode & 0o044 == 0o044  # readable by others, unlike mkstemp's default
-    with pytest.raises(Effsam2Error, match="does not exist"):
-        atomic_write(tmp_path / "missing" / "x.md", lambda f: f.write("x"))
-
-
 def test_plot_is_a_png(tmp_path):
     pytest.importorskip("matplotlib")
     path = tmp_path / "bench.png"
@@ -73,13 +51,8 @@ def test_plot_is_a_png(tmp_path):
     assert data[:8] == PNG_MAGIC and len(data) > 5000
 
 
-def test_ms_keys_cover_every_component():
-    assert set(MS_KEYS) == {"image_encoder", "memory_attention", "memory_encoder", "mask_decoder", "track_step",
-                            "frame"}
-
-
 def test_peak_memory_sees_a_large_allocation_even_after_freeing_one():
-    warm = np.ones(256 * 2**20 // 8)  # allocate and free first: the heap must not hide the next one
+    warm = np.ones(256 * 2**20 // 8)  # an earlier allocation, freed: the window must still see the next one
     del warm
     probe = PeakMemory("cpu")
     probe.start()
@@ -90,6 +63,5 @@ def test_peak_memory_sees_a_large_allocation_even_after_freeing_one():
     if probe.kind == "rss":  # resettable high-water mark: the window's own growth
         assert probe.start_mb > 0
         assert probe.peak_mb - probe.start_mb >= 240
-        assert probe.peak_over(100.0) == pytest.approx(100.0 + probe.peak_mb - probe.start_mb)
     else:
         assert probe.peak_mb >= 256

@@ -16,7 +16,7 @@ from effsam2.bench.frames import default_video
 from effsam2.bench.official import official_available
 from effsam2.bench.report import check_plotting, markdown_table, write_json, write_markdown, write_plot
 from effsam2.bench.runner import DTYPES, BenchOptions, Runner
-from effsam2.configs import get_config
+from effsam2.configs import HieraConfig, get_config
 from effsam2.errors import CheckpointError, Effsam2Error, VideoError
 
 DEFAULT_MODEL = "sam2.1_hiera_t"
@@ -99,6 +99,23 @@ def _checkpoints(values: list[str], models: list[str]) -> dict[str, str]:
     return out
 
 
+def _check_shortcut(path: str, models: list[str]) -> None:
+    """The SWR shortcut exists and fits every benchmarked Hiera model (SWR rows of ViT models are skipped)."""
+    from effsam2.accel.shortcut import load_shortcut
+
+    if not Path(path).is_file():
+        raise CheckpointError(f"SWR shortcut not found: {path}")
+    for name in models:
+        config = get_config(name)
+        if isinstance(config.trunk, HieraConfig):
+            load_shortcut(path, config)  # CheckpointError naming the mismatch
+
+
+def _check_output(path: str | None, option: str) -> None:
+    if path and not Path(path).parent.is_dir():
+        raise Effsam2Error(f"{option} {path}: folder {Path(path).parent} does not exist")
+
+
 def options_from_args(args: argparse.Namespace) -> BenchOptions:
     """Validate every option (raising Effsam2Error with one line) and build the run's options."""
     models = list(dict.fromkeys(_split(args.model or [DEFAULT_MODEL])))
@@ -125,8 +142,12 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
     video = Path(args.video) if args.video else default_video()
     if not video.exists():
         raise VideoError(f"video not found: {video}")
+    for path, option in ((args.json_path, "--json"), (args.markdown, "--markdown"), (args.plot, "--plot")):
+        _check_output(path, option)
     if args.plot:
         check_plotting()
+    if args.swr_shortcut and any(spec.swr for spec in accels):
+        _check_shortcut(args.swr_shortcut, models)
     if args.against_official and (why := official_available()):
         raise Effsam2Error(f"--against-official: {why}")
     loops = list(dict.fromkeys(_split(args.loop) or ["steps"]))
@@ -150,11 +171,11 @@ def run(args: argparse.Namespace) -> int:
               "warm-up pass; the memory attention recompiles for each memory length, up to 7 frames)",
               file=sys.stderr)
     records = Runner(options).run()
+    print(markdown_table(records), end="")  # first, so the results are seen even if a file cannot be written
     if args.json_path:
         write_json(records, args.json_path)
     if args.markdown:
         write_markdown(records, args.markdown)
     if args.plot:
         write_plot(records, args.plot)
-    print(markdown_table(records), end="")
     return 0

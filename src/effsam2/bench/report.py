@@ -1,47 +1,27 @@
 """Benchmark outputs: JSON records, a markdown table and a stacked-bar plot, each written atomically.
 
-A file is written to a temporary name in its destination folder and moved into place with
-``os.replace``, so a reader never sees half a file and an interrupted run leaves the old one intact.
+Files go through :func:`effsam2.io.atomic.atomic_write` (a temporary file beside the target, then a rename),
+so a reader never sees half a file and an interrupted run leaves the old one intact.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
-from collections.abc import Callable
-from pathlib import Path
-from typing import IO
 
-from effsam2.bench.records import COMPONENTS, BenchRecord
+from effsam2.bench.records import COMPONENTS, OURS, BenchRecord
 from effsam2.bench.timer import FRAME, TRACK_STEP
 from effsam2.errors import Effsam2Error
+from effsam2.io.atomic import atomic_write
 
 COMPONENT_TITLES = {"image_encoder": "image enc", "memory_attention": "mem attn", "memory_encoder": "mem enc",
                     "mask_decoder": "prompt+decoder"}
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[IO], None], binary: bool = False) -> None:
-    """Call ``write(file)`` on a temporary file next to ``path``, then move it to ``path``."""
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise Effsam2Error(f"cannot write {path}: folder {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
-        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def write_json(records: list[BenchRecord], path: str | os.PathLike) -> None:
     data = [r.to_dict() for r in records]
-    atomic_write(path, lambda f: f.write(json.dumps(data, indent=2) + "\n"))
+    with atomic_write(path, "w") as f:
+        f.write(json.dumps(data, indent=2) + "\n")
 
 
 def _num(value: float | None, digits: int = 1) -> str:
@@ -62,7 +42,7 @@ def markdown_table(records: list[BenchRecord]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for r in records:
         speed = "-" if r.speedup_vs_dense is None else f"{r.speedup_vs_dense:.2f}x"
-        note = r.error or ("" if r.implementation == "effsam2" else r.implementation)
+        note = r.error or ("" if r.implementation == OURS else r.implementation)
         if r.loop != "steps" and not r.error:
             note = (note + f" {r.loop} loop").strip()
         if r.accel_stats.get("swr_window_fraction") is not None:
@@ -90,7 +70,8 @@ def machine_line(records: list[BenchRecord]) -> str:
 
 def write_markdown(records: list[BenchRecord], path: str | os.PathLike) -> None:
     text = "# effsam2 bench\n\n" + machine_line(records) + "\n" + markdown_table(records)
-    atomic_write(path, lambda f: f.write(text))
+    with atomic_write(path, "w") as f:
+        f.write(text)
 
 
 def check_plotting() -> None:
@@ -141,4 +122,5 @@ def write_plot(records: list[BenchRecord], path: str | os.PathLike) -> None:
     device = (records[0].machine.get("gpu") or records[0].machine.get("cpu")) if records else ""
     ax.set_title(f"effsam2 bench: time per frame by component ({device})", fontsize=10)
     fig.tight_layout()
-    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110), binary=True)
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=110)
