@@ -105,7 +105,7 @@ def test_summarise_timings_converts_to_ms_and_fps():
     r = _record()
     per_repeat = [{FRAME: 0.2, "image_encoder": 0.1, FRAME_CPU: 0.3}, {FRAME: 0.4, "image_encoder": 0.1,
                                                                        FRAME_CPU: 0.7}]
-    summarise_timings(r, per_repeat, median_of_repeats(per_repeat))
+    summarise_timings(r, per_repeat)
     assert r.ms[FRAME] == pytest.approx(300.0)
     assert r.ms["image_encoder"] == pytest.approx(100.0)
     assert r.ms["memory_attention"] is None  # never timed: not measured, not zero

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from effsam2.bench.session import PassResult, PassSteps, readable_horizon
+from effsam2.bench.session import PassResult, PassSteps, drop_unreadable, readable_horizon
 from effsam2.bench.timer import TRACK_STEP, FrameTimer
 from effsam2.configs import ModelConfig
 from effsam2.errors import Effsam2Error
@@ -23,6 +23,9 @@ from effsam2.modeling.sam2_model import PointPrompt
 from effsam2.timing import IMAGE_ENCODER
 
 # Official Hydra config files of the models the reference package knows (there is no EfficientTAM one).
+# The fields of a step output that the official video predictor keeps per frame (its "compact" output).
+KEPT_OUTPUTS = ("maskmem_features", "maskmem_pos_enc", "pred_masks", "obj_ptr", "object_score_logits")
+
 OFFICIAL_CONFIGS = {
     f"{family}_hiera_{size}": f"configs/{family}/{family}_hiera_{size}.yaml"
     for family in ("sam2", "sam2.1") for size in ("t", "s", "b+", "l")
@@ -75,9 +78,10 @@ class OfficialTracker:
                                     current_vision_feats=feats, current_vision_pos_embeds=pos,
                                     feat_sizes=sizes, point_inputs=points, mask_inputs=None,
                                     output_dict=output_dict, num_frames=num_frames)
-        # the official video predictor stores memory features in bf16
-        out["maskmem_features"] = out["maskmem_features"].to(torch.bfloat16)
-        return out
+        # what the official video predictor keeps of a step (its compact output), memory features in bf16
+        kept = {key: out[key] for key in KEPT_OUTPUTS}
+        kept["maskmem_features"] = kept["maskmem_features"].to(torch.bfloat16)
+        return kept
 
 
 def iter_official_pass(tracker: OfficialTracker, images: Sequence[torch.Tensor],
@@ -100,9 +104,7 @@ def iter_official_pass(tracker: OfficialTracker, images: Sequence[torch.Tensor],
                     out = tracker.step(t, encoded, prompt if prompted else None, bank, num_frames)
                 kind = "cond_frame_outputs" if prompted else "non_cond_frame_outputs"
                 bank[kind][t] = out
-                old = bank["non_cond_frame_outputs"]
-                for k in [k for k in old if t - k > horizon]:
-                    del old[k]
+                drop_unreadable(bank["non_cond_frame_outputs"], t, horizon)
                 outs.append(out)
         masks.append(torch.cat([o["pred_masks"][:, 0] > 0 for o in outs]).cpu())
         scores.append(torch.cat([o["object_score_logits"][:, 0] for o in outs]).float().cpu())

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from effsam2.bench.timer import FRAME, FRAME_CPU, TRACK_STEP
+from effsam2.bench.timer import FRAME, FRAME_CPU, TRACK_STEP, median_of_repeats
 from effsam2.timing import IMAGE_ENCODER, MASK_DECODER, MEMORY_ATTENTION, MEMORY_ENCODER
 
 # Columns of the ``ms`` dict, in report order (the four components, then the wholes).
@@ -74,9 +74,9 @@ class BenchRecord:
         return asdict(self)
 
 
-def summarise_timings(record: BenchRecord, per_repeat: list[dict[str, float]],
-                      median: dict[str, float]) -> None:
+def summarise_timings(record: BenchRecord, per_repeat: list[dict[str, float]]) -> None:
     """Fill ``ms``, ``cpu_ms_frame``, ``frame_ms_repeats`` and ``fps`` from per-repeat means (seconds)."""
+    median = median_of_repeats(per_repeat)
     record.ms = {k: (median[k] * 1e3 if k in median else None) for k in MS_KEYS}
     # interference from other processes only adds time: the minimum is the least disturbed estimate
     record.ms_min = {k: (min(r.get(k, 0.0) for r in per_repeat) * 1e3 if k in median else None) for k in MS_KEYS}
@@ -124,11 +124,14 @@ def machine_info(device: str) -> dict[str, Any]:
         "platform": platform.platform(),
         "gpu": None,
     }
-    if hasattr(os, "getloadavg"):  # other processes on the machine skew CPU timings: say how busy it was
-        info["load_avg_1min"] = round(os.getloadavg()[0], 2)
     if device.startswith("cuda") and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(torch.device(device))
     return info
+
+
+def load_average() -> dict[str, float]:
+    """The 1-minute load average now (other processes on the machine skew CPU timings: say how busy it was)."""
+    return {"load_avg_1min": round(os.getloadavg()[0], 2)} if hasattr(os, "getloadavg") else {}
 
 
 def _cpu_model() -> str:

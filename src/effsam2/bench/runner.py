@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -29,6 +28,7 @@ from effsam2.bench.records import (
     OURS,
     BenchRecord,
     attach_speedups,
+    load_average,
     machine_info,
     mask_iou,
     summarise_timings,
@@ -42,8 +42,9 @@ from effsam2.bench.session import (
     drain,
     iter_pass,
     spread_clicks,
+    window_stats,
 )
-from effsam2.bench.timer import FrameTimer, mean_per_frame, median_of_repeats
+from effsam2.bench.timer import FrameTimer, mean_per_frame
 from effsam2.bench.weights import reference_state
 from effsam2.build import build_model
 from effsam2.configs import HieraConfig, get_config
@@ -108,15 +109,24 @@ def build_accel_model(name: str, image_size: int, spec: AccelSpec, state: dict,
     return model.to(device).eval()
 
 
-def make_frame_encoder(model: SAM2Model, spec: AccelSpec) -> FrameEncoder:
-    """Dense encoding, or (SWR) a routed encoder that picks stage-3 windows from the previous frame."""
+def check_routable(model: SAM2Model, spec: AccelSpec) -> None:
+    """Raise AccelUnavailable when ``spec`` asks for SWR that this build or this model cannot run."""
     if not spec.swr:
-        return DenseFrameEncoder(model)
+        return
     if not isinstance(model.config.trunk, HieraConfig):  # EfficientTAM: no Hiera stage 3 to route
         raise AccelUnavailable(f"{spec.label} unavailable for {model.config.name}: window routing needs a "
                                "Hiera trunk")
-    swr = _import_accel("effsam2.accel.swr", spec.label)
-    return RoutedFrameEncoder(model, swr.WindowRouting.from_model(model))
+    _import_accel("effsam2.accel.swr", spec.label)
+
+
+def make_frame_encoder(model: SAM2Model, spec: AccelSpec) -> FrameEncoder:
+    """Dense encoding, or (SWR) a routed encoder that picks stage-3 windows from the previous frame."""
+    check_routable(model, spec)
+    if not spec.swr:
+        return DenseFrameEncoder(model)
+    from effsam2.accel.swr import WindowRouting
+
+    return RoutedFrameEncoder(model, WindowRouting.from_model(model))
 
 
 def compile_components(model: SAM2Model) -> None:
@@ -243,12 +253,12 @@ class Runner:
             repeats=opt.repeats, compile=opt.compile and spec is not None, loop=row.loop,
             implementation=OFFICIAL if spec is None else OURS,
             accel_options={} if spec is None else _options(spec), weights=clip.weights,
-            video=Path(opt.video).name, machine=dict(self.machine, **_load()))
+            video=Path(opt.video).name, machine=dict(self.machine, **load_average()))
 
     def _summarise(self, prepared: Prepared) -> None:
         record, passes = prepared.record, prepared.passes
         per_repeat = [mean_per_frame(p.frames, self.opt.warmup) for p in passes]
-        summarise_timings(record, per_repeat, median_of_repeats(per_repeat))
+        summarise_timings(record, per_repeat)
         record.accel_stats = prepared.stats()
         last = passes[-1]
         tracked = slice(1, None) if last.scores.shape[0] > 1 else slice(None)
@@ -269,25 +279,20 @@ class Runner:
             return Prepared(record, lambda r: iter_official_pass(tracker, clip.images, prompts, self._timer(),
                                                                  context), dict)
         model = build_accel_model(row.model, row.image_size, row.spec, clip.state, self.device)
-        encoder = make_frame_encoder(model, row.spec)
         if self.opt.compile:
             compile_components(model)
         if row.loop == "predictor":  # the VideoPredictor routes SWR models by itself
+            check_routable(model, row.spec)
             prepared = Prepared(record, lambda r: iter_predictor_pass(model, clip.rgb, prompts, self._timer(),
                                                                       context), dict)
             prepared.stats = lambda: window_stats(prepared.passes[-1].window_fractions, self.opt.warmup)
             return prepared
+        encoder = make_frame_encoder(model, row.spec)
         return Prepared(record, lambda r: iter_pass(model, clip.images, prompts, encoder, self._timer(), context,
                                                     pass_index=r), lambda: encoder.stats(self.opt.warmup))
 
     def _timer(self) -> FrameTimer:
         return FrameTimer(sync=_sync_for(self.device), cpu_clock=time.process_time)
-
-
-def window_stats(fractions: list[float] | None, warmup: int) -> dict:
-    """SWR's mean fraction of windows over the measured frames of a pass ({} without routing)."""
-    measured = (fractions or [])[warmup:]
-    return {"swr_window_fraction": sum(measured) / len(measured)} if measured else {}
 
 
 def interleave(passes: list[PassSteps], first_order: int = 0) -> list[PassResult]:
@@ -313,18 +318,14 @@ def _describe(record: BenchRecord) -> str:
     return f"{record.model} {record.accel} {record.image_size}px {record.objects} obj ({record.loop} loop)"
 
 
-def _compare_masks(group: list[tuple[BenchRecord, torch.Tensor | None]]) -> None:
+def _compare_masks(group: list[tuple[BenchRecord, torch.Tensor]]) -> None:
     """Set each row's ``mask_iou_vs_dense``: against the dense row of the steps loop (1.0: same masks)."""
-    dense = next((masks for r, masks in sorted(group, key=lambda g: g[0].loop != "steps")
-                  if r.is_baseline and masks is not None), None)
+    dense = next((masks for r, masks in sorted(group, key=lambda g: g[0].loop != "steps") if r.is_baseline),
+                 None)
+    if dense is None:
+        return
     for record, masks in group:
-        if dense is not None and masks is not None:
-            record.mask_iou_vs_dense = mask_iou(masks, dense)
-
-
-def _load() -> dict:
-    """The 1-minute load average when the row started (other processes slow CPU timings down)."""
-    return {"load_avg_1min": round(os.getloadavg()[0], 2)} if hasattr(os, "getloadavg") else {}
+        record.mask_iou_vs_dense = mask_iou(masks, dense)
 
 
 def _options(spec: AccelSpec) -> dict:

@@ -86,9 +86,13 @@ class RoutedFrameEncoder:
         return feats
 
     def stats(self, warmup: int) -> dict:
-        measured = self.fractions[warmup:]
-        return {"swr_window_fraction": sum(measured) / len(measured) if measured else None,
-                "swr_reasons": sorted(set(self.reasons[warmup:]))}
+        return {**window_stats(self.fractions, warmup), "swr_reasons": sorted(set(self.reasons[warmup:]))}
+
+
+def window_stats(fractions: list[float] | None, warmup: int) -> dict:
+    """SWR's mean fraction of windows over the measured frames of a pass ({} without routing)."""
+    measured = (fractions or [])[warmup:]
+    return {"swr_window_fraction": sum(measured) / len(measured)} if measured else {}
 
 
 def spread_clicks(num_objects: int, image_size: int, device: torch.device | str = "cpu") -> list[PointPrompt]:
@@ -112,12 +116,17 @@ def readable_horizon(tc: TrackerConfig) -> int:
     return max(memory_back, tc.max_obj_ptrs_in_encoder - 1)
 
 
+def drop_unreadable(non_cond: dict, frame_idx: int, horizon: int) -> None:
+    """Drop the entries of ``non_cond`` (frame index -> memory) that the frame after ``frame_idx`` cannot read."""
+    for t in [t for t in non_cond if frame_idx + 1 - t > horizon]:
+        del non_cond[t]
+
+
 def store_entry(memory: ObjectMemory, frame_idx: int, entry: MemoryEntry, prompted: bool,
                 horizon: int) -> None:
     """Keep ``entry``; drop non-conditioning entries that the next frame can no longer read (forward tracking)."""
     (memory.cond if prompted else memory.non_cond)[frame_idx] = entry
-    for t in [t for t in memory.non_cond if frame_idx + 1 - t > horizon]:
-        del memory.non_cond[t]
+    drop_unreadable(memory.non_cond, frame_idx, horizon)
 
 
 @dataclass
@@ -142,11 +151,6 @@ def drain(steps: PassSteps) -> PassResult:
             next(steps)
         except StopIteration as done:
             return done.value
-
-
-def run_pass(*args, **kwargs) -> PassResult:
-    """:func:`iter_pass` run to its end."""
-    return drain(iter_pass(*args, **kwargs))
 
 
 def iter_pass(model: SAM2Model, images: Sequence[torch.Tensor], prompts: Sequence[PointPrompt],
