@@ -107,13 +107,28 @@ def frame_grid(frame: MemoryFrame) -> tuple[int, int]:
 class PooledEntryCache:
     """What the backend keeps per memory entry (B objects): computed once, reused at every read."""
 
-    dtype: torch.dtype
-    device: torch.device
     tokens: torch.Tensor  # (B, cells, C_mem) pooled memory tokens: values = v_proj(tokens)
     keys: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> (B, heads, cells, d), no t_enc part
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in [self.tokens, *self.keys.values()])
+
+
+@dataclass(frozen=True)
+class CellTable:
+    """Per grid: token count of each cell, the cells' mean RoPE rotations and the pooled-logit bias."""
+
+    counts: torch.Tensor  # (cells,)
+    rotation: torch.Tensor  # (cells, d/2) complex
+    log_counts: torch.Tensor  # (cells,) ln(tokens in the cell)
+    uniform_bias: float | None  # ln(window area) when every cell is full (a Python float: no device sync)
+
+    @classmethod
+    def build(cls, grid: tuple[int, int], window: int, table: torch.Tensor) -> CellTable:
+        counts = cell_counts(grid, window, table.device)
+        uniform = bool((counts == counts[0]).all())
+        return cls(counts, mean_rotation(table, grid, window, counts), counts.log(),
+                   math.log(counts[0].item()) if uniform else None)
 
 
 class PooledMemoryBackend(DenseMemoryBackend):
@@ -141,7 +156,7 @@ class PooledMemoryBackend(DenseMemoryBackend):
         self.cache = cache
         # identifies this backend's data in MemoryEntry.backend_cache (identity, never reused while alive)
         self._cache_key = object()
-        self._cell_tables: dict[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        self._cell_tables: dict[tuple, tuple[torch.Tensor, CellTable]] = {}
         # owner (memory_key) -> entries holding a cache of this backend, to drop caches nobody reads any more
         self._held: dict[object, dict[int, weakref.ref]] = {}
 
@@ -153,14 +168,13 @@ class PooledMemoryBackend(DenseMemoryBackend):
         """Whether this read pools (official rule: more spatial memory tokens than queries)."""
         return self.engage == "always" or memory.num_spatial_tokens() > q.shape[-2]
 
-    def cells(self, grid: tuple[int, int], table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(counts (cells,), mean rotations (cells, d/2) complex) of a grid, computed once per grid/device."""
+    def cells(self, grid: tuple[int, int], table: torch.Tensor) -> CellTable:
+        """The cells of a grid (counts, mean rotations, logit bias), computed once per grid and device."""
         key = (grid, table.device)
         cached = self._cell_tables.get(key)
         if cached is None or cached[0] is not table:  # the model's RoPE tables are reused objects
-            counts = cell_counts(grid, self.window, table.device)
-            cached = self._cell_tables[key] = table, counts, mean_rotation(table, grid, self.window, counts)
-        return cached[1], cached[2]
+            cached = self._cell_tables[key] = table, CellTable.build(grid, self.window, table)
+        return cached[1]
 
     def begin_read(self, memory: MemoryReadout) -> None:
         if self._held:
@@ -168,38 +182,37 @@ class PooledMemoryBackend(DenseMemoryBackend):
 
     def frame_kv(self, layer_idx: int, attn: Attention, frame: MemoryFrame, table: torch.Tensor,
                  memory: MemoryReadout, q: torch.Tensor) -> KeyValues:
-        if frame.token_index is not None or not self.engages(memory, q):
+        if self.window == 1 or frame.token_index is not None or not self.engages(memory, q):
+            # window 1 pools nothing: the dense computation itself (bit for bit, nothing cached)
             return super().frame_kv(layer_idx, attn, frame, table, memory, q)
         grid = frame_grid(frame)
         if table.shape[0] != grid[0] * grid[1]:
             raise ValueError(f"memory grid {grid} does not match the RoPE table of {table.shape[0]} positions")
-        counts, rotation = self.cells(grid, table)
-        store = self._entry_cache(frame) if self._can_cache(frame) else None
+        cells = self.cells(grid, table)
+        counts = cells.counts
+        store = self._entry_cache(frame, counts) if self._can_cache(frame) else None
         if store is not None:
-            k, v = self._cached_kv(store, layer_idx, attn, frame, table, grid, counts, rotation)
+            k, v = self._cached_kv(store, layer_idx, attn, frame, table, grid, counts, cells.rotation)
         else:  # the official order: project, rotate, pool (values: pool first, v_proj is affine)
             k = attn.split_heads(attn.k_proj(frame.tokens + frame.pos))
             k = pool_tokens(apply_rope(k, table), grid, self.window, counts)
             v = attn.split_heads(attn.v_proj(pool_tokens(frame.tokens, grid, self.window, counts)))
-        log_counts = counts.log().to(k.dtype)
         if self.form == "sdpa":
-            return KeyValues(k + log_counts[:, None], v)
-        uniform = bool((counts == counts[0]).all())
-        return KeyValues(k, v, math.log(counts[0].item()) if uniform else log_counts)
+            return KeyValues(k + cells.log_counts.to(k.dtype)[:, None], v)
+        bias = cells.uniform_bias if cells.uniform_bias is not None else cells.log_counts.to(k.dtype)
+        return KeyValues(k, v, bias)
 
     # ---- pool once per memory entry -------------------------------------------------------------------
     def _can_cache(self, frame: MemoryFrame) -> bool:
         # t_enc lets the read add the temporal part; under autograd a cached graph would leak across steps
         return self.cache and frame.t_enc is not None and not torch.is_grad_enabled()
 
-    def _entry_cache(self, frame: MemoryFrame) -> PooledEntryCache:
+    def _entry_cache(self, frame: MemoryFrame, counts: torch.Tensor) -> PooledEntryCache:
         entry, tokens = frame.entry, frame.tokens
         store = entry.backend_cache.get(self._cache_key)
-        if store is None or store.dtype != tokens.dtype or store.device != tokens.device \
+        if store is None or store.tokens.dtype != tokens.dtype or store.tokens.device != tokens.device \
                 or store.tokens.shape[0] != tokens.shape[0]:
-            grid = frame_grid(frame)
-            counts = cell_counts(grid, self.window, tokens.device)
-            store = PooledEntryCache(tokens.dtype, tokens.device, pool_tokens(tokens, grid, self.window, counts))
+            store = PooledEntryCache(pool_tokens(tokens, frame_grid(frame), self.window, counts))
             entry.backend_cache[self._cache_key] = store
             self._held.setdefault(_owner(frame), {})[id(entry)] = weakref.ref(entry)
         return store

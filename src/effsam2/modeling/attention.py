@@ -49,12 +49,16 @@ class Attention(nn.Module):
 
     def forward_with_weights(self, q: torch.Tensor, k: torch.Tensor,
                              v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Like ``forward`` but with an explicit softmax; also returns the (B, heads, Nq, Nk) weights."""
+        """``forward`` (the same output, bit for bit) and the (B, heads, Nq, Nk) attention weights.
+
+        The weights come from a separate softmax, so recording them (SWR's saliency) does not change the
+        output; with few query tokens (the decoder's) the extra matrix is small.
+        """
         q = self.split_heads(self.q_proj(q))
         k = self.split_heads(self.k_proj(k))
         v = self.split_heads(self.v_proj(v))
         weights = torch.softmax((q @ k.transpose(-2, -1)) / (q.shape[-1] ** 0.5), dim=-1)
-        return self.out_proj(self.merge_heads(weights @ v)), weights
+        return self.out_proj(self.merge_heads(F.scaled_dot_product_attention(q, k, v))), weights
 
     def forward_recording(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                           record: list[torch.Tensor] | None) -> torch.Tensor:
