@@ -170,6 +170,9 @@ def test_compaction_reads_the_same_tokens_and_shrinks_the_bank(model, features, 
         assert entry.maskmem_features.shape == (1, 64, entry.token_index.numel())
         assert 12 <= entry.token_index.numel() <= 48
         assert stored_bytes(entry) < full
+        # the accounting counts the kept bf16 features, the int64 kept-token index and the int64 patterns
+        kept, index_entries = entry.token_index.numel(), sum(i.numel() for i in pattern.grid_index.values())
+        assert stored_bytes(entry) == 64 * kept * 2 + kept * 8 + index_entries * 8
     for f in (6, 7):  # 6 was only read once (as the newest), 7 never: still whole
         assert memories["a"].non_cond[f].token_index is None
 
@@ -299,8 +302,10 @@ def test_smr_over_pooled_memory_attention(model, features):
     from effsam2.accel.sparse_memory import make_sparse_backend
     from effsam2.accel.spec import AccelSpec
 
-    backend = make_sparse_backend(AccelSpec.parse("pool+smr", smr_sparsity=0.0))
-    assert isinstance(backend.inner, pooled_memory.PooledMemoryBackend)
+    # the spec at s = 0 is the pooled backend itself; the SMR class at s = 0 must compute the same
+    assert isinstance(make_sparse_backend(AccelSpec.parse("pool+smr", smr_sparsity=0.0)),
+                      pooled_memory.PooledMemoryBackend)
+    backend = SparseMemoryBackend(TopKSaliency(0.0), inner=pooled_memory.PooledMemoryBackend(window=2))
     _, pooled = track(model, features, pooled_memory.PooledMemoryBackend(window=2), objects=("a",))
     _, identity = track(model, features, backend, objects=("a",))
     for t, (ours, ref) in enumerate(zip(identity["a"], pooled["a"])):

@@ -223,7 +223,11 @@ def test_policy_counts_and_choices():
 
 
 @pytest.mark.parametrize("policy", [RandomSelection(0.5, seed=1), UniformSelection(0.5)])
-def test_saliency_free_policies_skip_the_saliency(layer_and_table, policy):
+def test_saliency_free_policies_skip_the_saliency(layer_and_table, policy, monkeypatch):
+    def no_saliency(*args):
+        raise AssertionError("a saliency-free policy computed the saliency")
+
+    monkeypatch.setattr("effsam2.accel.sparse_memory.frame_saliency", no_saliency)
     layer, table = layer_and_table
     backend = SparseMemoryBackend(policy)
     entry = make_entry(4)
@@ -233,7 +237,7 @@ def test_saliency_free_policies_skip_the_saliency(layer_and_table, policy):
     assert rows.shape == (B, 18)
 
 
-def test_spec_builds_the_sparse_backend_and_stored_bytes_count_the_index():
+def test_spec_builds_the_sparse_backend_and_stored_bytes_of_a_whole_entry():
     backend = make_memory_backend(AccelSpec.parse("smr", smr_sparsity=0.9))
     assert isinstance(backend, SparseMemoryBackend) and backend.name == "sparse"
     assert repr(backend) == ("SparseMemoryBackend(policy=TopKSaliency(sparsity=0.9), inner=DenseMemoryBackend(), "

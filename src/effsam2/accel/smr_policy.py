@@ -124,5 +124,3 @@ class UniformSelection(TopKSaliency):
         index = torch.linspace(0, num_tokens - 1, k, dtype=torch.float64).round().long()
         return index.unsqueeze(0).expand(batch, -1).clone()
 
-
-SMRPolicy = TopKSaliency  # the base every policy derives from

@@ -147,25 +147,6 @@ class SparseMemoryBackend(DenseMemoryBackend):
             groups.append(KeyValues(*pointers))
         return attend(q, groups)
 
-    def frame_kv(self, layer_idx: int, attn: Attention, frame: MemoryFrame, table: torch.Tensor,
-                 memory: MemoryReadout, q: torch.Tensor) -> KeyValues:
-        """One frame's keys/values (whole, or through its pattern), for callers that go frame by frame."""
-        pattern = self._sparse_pattern(layer_idx, frame, memory)
-        if pattern is not None:
-            return self._sparse_kv(layer_idx, attn, [(frame, pattern)], table)
-        return self._whole_kv(layer_idx, attn, frame, table, memory, q)
-
-    def tokens_read(self, layer_idx: int, memory: MemoryReadout) -> int:
-        """How many memory tokens (spatial + pointers) this layer would attend to now; for reports.
-
-        Counts whole frames by their stored tokens (an inner pooled backend reads fewer keys than that).
-        """
-        count = memory.num_ptr_tokens
-        for frame in memory.frames:
-            pattern = self._sparse_pattern(layer_idx, frame, memory)
-            count += frame.tokens.shape[1] if pattern is None else pattern.grid_index[layer_idx].shape[1]
-        return count
-
     def _sparse_pattern(self, layer_idx: int, frame: MemoryFrame, memory: MemoryReadout) -> FramePattern | None:
         """The frame's pattern when this layer reads it sparse; None when it reads it whole."""
         pattern: FramePattern | None = frame.entry.backend_cache.get(CACHE_KEY)
@@ -242,12 +223,18 @@ def _retire(entry: MemoryEntry, pattern: FramePattern, compact: bool) -> None:
     entry.token_index = union
 
 
-def make_sparse_backend(spec) -> SparseMemoryBackend:
-    """The SMR backend for an :class:`~effsam2.accel.spec.AccelSpec` (with pooled whole frames for ``pool+smr``)."""
+def make_sparse_backend(spec) -> DenseMemoryBackend:
+    """The SMR backend for an :class:`~effsam2.accel.spec.AccelSpec` (with pooled whole frames for ``pool+smr``).
+
+    At sparsity 0 every token is kept, which is the inner backend itself: it is returned as is, without
+    computing and storing patterns that would keep everything.
+    """
     if spec.pool is not None:
         from effsam2.accel.pooled_memory import make_pooled_backend
 
         inner = make_pooled_backend(spec)
     else:
         inner = DenseMemoryBackend()
+    if spec.smr_sparsity == 0:
+        return inner
     return SparseMemoryBackend(TopKSaliency(spec.smr_sparsity), inner=inner)

@@ -106,8 +106,9 @@ def clip_losses(model: SAM2Model, shortcut: WindowShortcut, frames: list[torch.T
                 router: RouterConfig = TRAIN_ROUTER, backward: bool = False) -> StepResult:
     """Track ``frames`` densely from a centre click and measure the routed reconstruction loss.
 
-    With ``backward`` each routed frame's loss / (frames - 1) is back-propagated into the shortcut's
-    gradients (the caller steps the optimizer; gradients are rescaled to the mean over routed frames).
+    With ``backward`` each routed frame's loss is back-propagated as soon as it is computed, and the
+    shortcut's gradients are then divided by the number of routed frames: the gradient of the mean loss
+    (the caller steps the optimizer).
     """
     device = model.device
     grid = window_grid(model)
