@@ -7,6 +7,7 @@ import json
 import av
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
 
@@ -98,7 +99,13 @@ ERROR_CASES = {
     "no prompt": (lambda tmp, clip: clip, [], "no prompt given"),
     "bad point syntax": (lambda tmp, clip: clip, ["--point", "ten,10"], "numbers"),
     "unknown format": (lambda tmp, clip: clip, ["--point", "10,10", "--format", "gif"], "gif"),
+    "image size not a multiple of 32": (lambda tmp, clip: clip, ["--point", "10,10", "--image-size", "100"],
+                                        "image_size must be a positive multiple of 32"),
+    "unknown device": (lambda tmp, clip: clip, ["--point", "10,10", "--device", "foo"], "unknown --device 'foo'"),
 }
+if not torch.cuda.is_available():
+    ERROR_CASES["cuda without CUDA"] = (lambda tmp, clip: clip, ["--point", "10,10", "--device", "cuda"],
+                                        "CUDA is not available")
 
 
 @pytest.mark.parametrize("case", list(ERROR_CASES))

@@ -6,6 +6,7 @@ import json
 import shutil
 
 import numpy as np
+import torch
 from PIL import Image
 
 from effsam2.cli import main
@@ -52,3 +53,19 @@ def test_eval_model_errors(davis_dir, tmp_path, capsys):
     assert code == 2 and "needs --checkpoint" in capsys.readouterr().err
     code = main(["eval", "--dataset", str(davis_dir), "--model", "sam2.1_hiera_t", "--checkpoint", "x.pt"])
     assert code == 2 and "needs --out" in capsys.readouterr().err
+
+
+def test_eval_model_option_errors_are_one_line(davis_dir, tmp_path, capsys):
+    checkpoint = tmp_path / "x.pt"
+    checkpoint.write_bytes(b"not read: every error below comes before the model is built")
+    cases = [(["--image-size", "100"], "image_size must be a positive multiple of 32"),
+             (["--device", "foo"], "unknown --device 'foo'")]
+    if not torch.cuda.is_available():
+        cases.append((["--device", "cuda"], "CUDA is not available"))
+    for extra, expected in cases:
+        code = main(["eval", "--dataset", str(davis_dir), "--model", "sam2.1_hiera_t", "--checkpoint",
+                     str(checkpoint), "--out", str(tmp_path / "out"), *extra])
+        err = capsys.readouterr().err
+        assert code == 2 and expected in err, err
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+        assert not (tmp_path / "out").exists()

@@ -11,23 +11,15 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
 from tqdm import tqdm
 
-from effsam2.accel.spec import AccelSpec
-from effsam2.build import build_model
-from effsam2.configs import get_config
-from effsam2.errors import CheckpointError, Effsam2Error, PromptError
+from effsam2.errors import PromptError
 from effsam2.io.frames import open_frames
 from effsam2.io.output import OutputWriter, parse_formats
 from effsam2.io.png_labels import read_binary_mask
+from effsam2.model_args import build_model_from_args, check_model_args
 from effsam2.predictor.prompt_args import ObjectPrompt, add_prompt_options, collect_prompts
 from effsam2.predictor.video import VideoPredictor
-
-CHECKPOINT_HELP = ("official checkpoints are not bundled: download them from the SAM 2 / SAM 2.1 release "
-                   "(https://github.com/facebookresearch/sam2#download-checkpoints) or EfficientTAM "
-                   "(https://github.com/yformer/EfficientTAM), e.g. with scripts/download_checkpoints.sh, "
-                   "then pass --checkpoint PATH")
 
 
 def add_parser(subparsers) -> None:
@@ -42,11 +34,12 @@ def add_parser(subparsers) -> None:
     p.add_argument("--image-size", type=int, help="model input size (default: the model's, e.g. 1024); "
                    "smaller is faster and less accurate")
     p.add_argument("--max-frames", type=int, help="track at most this many frames after the prompted frame")
-    p.add_argument("--accel", default=None, help="accelerations, e.g. pool, smr, swr+smr (default: none)")
+    p.add_argument("--accel", default=None, help="accelerations, e.g. dense, pool, smr, swr+smr (default: the "
+                   "model's official setting, e.g. pool for efficienttam_*_1; see `effsam2 models`)")
     p.add_argument("--smr-sparsity", type=float, help="SMR sparsity (default 0.95)")
     p.add_argument("--pool-window", type=int, help="pooled memory attention window: 1, 2 (default) or 4")
     p.add_argument("--swr-shortcut", help="trained SWR shortcut (.safetensors), needed with --accel swr")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_prompt_options(p)
     p.set_defaults(func=run)
@@ -54,15 +47,9 @@ def add_parser(subparsers) -> None:
 
 def _validate(args) -> tuple[list[ObjectPrompt], tuple[str, ...]]:
     formats = parse_formats(args.format)
-    get_config(args.model, args.image_size)  # unknown model names and bad sizes fail here
-    if args.checkpoint is None:
-        raise CheckpointError(f"no --checkpoint given for {args.model}: {CHECKPOINT_HELP}")
-    if not args.checkpoint.exists():
-        raise CheckpointError(f"checkpoint not found: {args.checkpoint} ({CHECKPOINT_HELP})")
+    check_model_args(args)  # model name, image size, checkpoint file, device, accelerations
     if args.max_frames is not None and args.max_frames < 1:
         raise PromptError(f"--max-frames must be >= 1, got {args.max_frames}")
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise Effsam2Error(f"--device {args.device} requested but CUDA is not available on this machine")
     return collect_prompts(args), formats
 
 
@@ -79,13 +66,7 @@ def _apply_prompts(predictor: VideoPredictor, state, prompts: list[ObjectPrompt]
 def run(args) -> int:
     prompts, formats = _validate(args)
     frames = open_frames(args.video)  # a missing, empty or corrupt video fails here, before any output
-    accel = AccelSpec.parse(args.accel, smr_sparsity=args.smr_sparsity, swr_shortcut=args.swr_shortcut,
-                            pool_window=args.pool_window)
-    if accel.swr and accel.swr_shortcut is None:
-        print("effsam2 track: warning: --accel swr without --swr-shortcut: skipped windows get no trained "
-              "shortcut (lower accuracy); train one with `effsam2 train-shortcut`", file=sys.stderr)
-    model = build_model(args.model, args.checkpoint, device=args.device, image_size=args.image_size, accel=accel)
-    predictor = VideoPredictor(model)
+    predictor = VideoPredictor(build_model_from_args(args, "track"))
     state = predictor.init_state(frames)
     _apply_prompts(predictor, state, prompts)  # bad frame indices / points outside the frame fail here
     first = min(p.frame for p in prompts)
