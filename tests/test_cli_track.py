@@ -102,6 +102,13 @@ ERROR_CASES = {
     "image size not a multiple of 32": (lambda tmp, clip: clip, ["--point", "10,10", "--image-size", "100"],
                                         "image_size must be a positive multiple of 32"),
     "unknown device": (lambda tmp, clip: clip, ["--point", "10,10", "--device", "foo"], "unknown --device 'foo'"),
+    "obj-id 0 with png output": (lambda tmp, clip: clip, ["--obj-id", "0", "--point", "10,10"], "object id 0"),
+    "obj-id 300 with png output": (lambda tmp, clip: clip, ["--obj-id", "300", "--point", "10,10", "--format", "rle,mp4"],
+                                   "object id 300"),
+    "missing mask file": (lambda tmp, clip: clip, ["--mask", "no_such_mask.png"], "mask file not found"),
+    "mask of the wrong size": (lambda tmp, clip: Image.new("L", (96, 54), 255).save(tmp / "small.png") or clip,
+                               ["--mask", "small.png"], "96x54 but the video frames are 960x540"),
+    "box outside the frame": (lambda tmp, clip: clip, ["--box", "900,500,1000,530"], "outside the 960x540 frame"),
 }
 if not torch.cuda.is_available():
     ERROR_CASES["cuda without CUDA"] = (lambda tmp, clip: clip, ["--point", "10,10", "--device", "cuda"],
@@ -109,7 +116,9 @@ if not torch.cuda.is_available():
 
 
 @pytest.mark.parametrize("case", list(ERROR_CASES))
-def test_bad_input_exits_2_with_one_line_and_writes_nothing(case, short_clip, tiny_checkpoint, tmp_path, capsys):
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(case, short_clip, tiny_checkpoint, tmp_path, capsys,
+                                                          monkeypatch):
+    monkeypatch.chdir(tmp_path)  # relative --mask paths are looked up here
     make_video, extra, expected = ERROR_CASES[case]
     video = make_video(tmp_path, short_clip)
     out = tmp_path / "out"
@@ -119,6 +128,28 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(case, short_clip, ti
     assert len(lines) == 1 and expected in lines[0], err
     assert "Traceback" not in err
     assert not out.exists() or not any(out.rglob("*"))
+
+
+@pytest.mark.parametrize("extra,expected", [
+    (["--point", "2000,10"], "outside the 960x540 frame"),
+    (["--obj-id", "300", "--point", "10,10"], "object id 300"),
+    (["--frame", "10", "--point", "10,10"], "out of range"),
+    (["--mask", "no_such_mask.png"], "mask file not found"),
+])
+def test_prompts_are_checked_before_the_model_is_built(extra, expected, short_clip, tmp_path, capsys):
+    unreadable = tmp_path / "sam2.1_hiera_tiny.pt"
+    unreadable.write_bytes(b"not a checkpoint")  # building the model would fail on it
+    code, _, err = run_cli(track_args(short_clip, unreadable, tmp_path / "out", *extra), capsys)
+    assert code == 2 and expected in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_any_object_id_with_rle_output_alone(short_clip, tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "out"
+    code, _, err = run_cli(track_args(short_clip, tiny_checkpoint, out, "--obj-id", "300", "--box", BOX,
+                                      "--max-frames", "1", "--format", "rle"), capsys)
+    assert code == 0, err
+    records = json.loads((out / "masks.json").read_text())["annotations"]
+    assert {r["obj_id"] for r in records} == {300} and {r["frame_index"] for r in records} == {0, 1}
 
 
 @pytest.mark.parametrize("model,checkpoint,expected", [

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from effsam2.errors import Effsam2Error
+from effsam2.errors import Effsam2Error, PromptError
 from effsam2.io.frames import FrameIndexError, FrameSource
 from effsam2.io.masks import as_bool_mask, check_label_id, labels_from_masks, save_label_png
 from effsam2.io.overlay import write_overlay_video
@@ -34,7 +34,7 @@ from effsam2.io.rle import RleJsonWriter, decode_rle, encode_rle
 if TYPE_CHECKING:  # Python 3.10 has no typing.Self
     from typing_extensions import Self
 
-__all__ = ["OUTPUT_FORMATS", "OutputWriter", "parse_formats"]
+__all__ = ["OUTPUT_FORMATS", "OutputWriter", "check_object_id", "parse_formats"]
 
 OUTPUT_FORMATS = ("png", "rle", "mp4")
 
@@ -54,6 +54,17 @@ def parse_formats(formats: str | Iterable[str]) -> tuple[str, ...]:
     if not chosen:
         raise Effsam2Error(f"no output format given (choose from {', '.join(OUTPUT_FORMATS)})")
     return tuple(f for f in OUTPUT_FORMATS if f in chosen)
+
+
+def check_object_id(obj_id: Any, formats: tuple[str, ...]) -> int:
+    """``obj_id`` as an int the chosen formats can store: 1..255 with "png" or "mp4" (uint8 label maps),
+    any integer with "rle" alone. ``PromptError`` otherwise."""
+    if tuple(formats) == ("rle",):
+        return operator.index(obj_id)
+    try:
+        return check_label_id(obj_id)
+    except PromptError as err:
+        raise PromptError(f"{err}; the png and mp4 outputs need such ids (rle alone stores any id)") from None
 
 
 class OutputWriter:
@@ -119,7 +130,7 @@ class OutputWriter:
         shape = (self.frames.height, self.frames.width)
         bools = {}
         for obj_id, mask in masks.items():
-            oid = check_label_id(obj_id) if self.formats != ("rle",) else operator.index(obj_id)
+            oid = check_object_id(obj_id, self.formats)
             m = as_bool_mask(mask, f"mask of object {oid} in frame {i}")
             if m.shape != shape:
                 raise ValueError(f"mask of object {oid} in frame {i} has shape {m.shape}, expected {shape}")

@@ -11,14 +11,16 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
-from effsam2.errors import PromptError
-from effsam2.io.frames import open_frames
-from effsam2.io.output import OutputWriter, parse_formats
+from effsam2.errors import Effsam2Error, PromptError
+from effsam2.io.frames import FrameSource, open_frames
+from effsam2.io.output import OutputWriter, check_object_id, parse_formats
 from effsam2.io.png_labels import read_binary_mask
 from effsam2.model_args import build_model_from_args, check_model_args
 from effsam2.predictor.prompt_args import ObjectPrompt, add_prompt_options, collect_prompts
+from effsam2.predictor.prompts import check_frame_index, points_to_model_space
 from effsam2.predictor.video import VideoPredictor
 
 
@@ -46,6 +48,7 @@ def add_parser(subparsers) -> None:
 
 
 def _validate(args) -> tuple[list[ObjectPrompt], tuple[str, ...]]:
+    """The options that need neither the video nor the model."""
     formats = parse_formats(args.format)
     check_model_args(args)  # model name, image size, checkpoint file, device, accelerations
     if args.max_frames is not None and args.max_frames < 1:
@@ -53,22 +56,64 @@ def _validate(args) -> tuple[list[ObjectPrompt], tuple[str, ...]]:
     return collect_prompts(args), formats
 
 
-def _apply_prompts(predictor: VideoPredictor, state, prompts: list[ObjectPrompt]) -> None:
+def _clicks(p: ObjectPrompt) -> tuple[list | None, list | None]:
+    """(points, labels) of a prompt in the predictor's form (None without clicks)."""
+    return [(x, y) for x, y, _ in p.points] or None, [label for _, _, label in p.points] or None
+
+
+def _validate_prompts(prompts: list[ObjectPrompt], formats: tuple[str, ...],
+                      frames: FrameSource) -> list[np.ndarray | None]:
+    """Check every prompt against the opened video before the model is built (the slow part).
+
+    Object ids must fit the output formats, frames must exist, clicks and boxes must lie in the frame and
+    mask files must be readable PNGs of the frame's size. Returns each prompt's mask (None without one).
+    """
+    video_hw = (frames.height, frames.width)
+    masks = []
     for p in prompts:
-        if p.mask is not None:
-            predictor.add_new_mask(state, p.frame, p.obj_id, read_binary_mask(p.mask))
-            continue
-        points = [(x, y) for x, y, _ in p.points] or None
-        labels = [label for _, _, label in p.points] or None
-        predictor.add_new_points_or_box(state, p.frame, p.obj_id, points=points, labels=labels, box=p.box)
+        try:
+            check_object_id(p.obj_id, formats)
+            check_frame_index(p.frame, len(frames))
+            mask = None
+            if p.mask is None:  # the predictor's own conversion, so the same rules apply (image size unused)
+                points_to_model_space(*_clicks(p), p.box, video_hw=video_hw, image_size=1, normalize_coords=True)
+            else:
+                mask = read_binary_mask(p.mask)
+                if mask.shape != video_hw:
+                    raise PromptError(f"mask {p.mask} is {mask.shape[1]}x{mask.shape[0]} but the video frames "
+                                      f"are {video_hw[1]}x{video_hw[0]}")
+        except Effsam2Error as err:
+            raise PromptError(f"object {p.obj_id} (frame {p.frame}): {err}") from None
+        masks.append(mask)
+    return masks
+
+
+def _apply_prompts(predictor: VideoPredictor, state, prompts: list[ObjectPrompt],
+                   masks: list[np.ndarray | None]) -> None:
+    for p, mask in zip(prompts, masks):
+        if mask is not None:
+            predictor.add_new_mask(state, p.frame, p.obj_id, mask)
+        else:
+            points, labels = _clicks(p)
+            predictor.add_new_points_or_box(state, p.frame, p.obj_id, points=points, labels=labels, box=p.box)
 
 
 def run(args) -> int:
     prompts, formats = _validate(args)
     frames = open_frames(args.video)  # a missing, empty or corrupt video fails here, before any output
-    predictor = VideoPredictor(build_model_from_args(args, "track"))
-    state = predictor.init_state(frames)
-    _apply_prompts(predictor, state, prompts)  # bad frame indices / points outside the frame fail here
+    try:
+        masks = _validate_prompts(prompts, formats, frames)
+        predictor = VideoPredictor(build_model_from_args(args, "track"))
+        state = predictor.init_state(frames)
+        _apply_prompts(predictor, state, prompts, masks)
+        _track_and_write(args, predictor, state, prompts, formats, frames)
+    finally:
+        frames.close()
+    return 0
+
+
+def _track_and_write(args, predictor: VideoPredictor, state, prompts: list[ObjectPrompt],
+                     formats: tuple[str, ...], frames: FrameSource) -> None:
     first = min(p.frame for p in prompts)
     passes = [{"start_frame_idx": first, "max_frame_num_to_track": args.max_frames, "reverse": False}]
     if first > 0:
@@ -89,7 +134,4 @@ def run(args) -> int:
     except BaseException:
         writer.abort()
         raise
-    finally:
-        frames.close()
     print(f"tracked {len(state.objects)} object(s) over {total} frame(s); wrote {len(paths)} file(s) to {args.out}")
-    return 0
