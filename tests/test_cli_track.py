@@ -61,10 +61,12 @@ def test_track_writes_every_format_consistently(short_clip, tiny_checkpoint, tmp
 
 def test_prompt_on_a_later_frame_tracks_both_ways(short_clip, tiny_checkpoint, tmp_path, capsys):
     out = tmp_path / "out"
-    code, _, err = run_cli(track_args(short_clip, tiny_checkpoint, out, "--frame", "4", "--box", BOX,
-                                      "--format", "png"), capsys)
+    code, stdout, err = run_cli(track_args(short_clip, tiny_checkpoint, out, "--frame", "4", "--box", BOX,
+                                           "--format", "png"), capsys)
     assert code == 0, err
-    assert len(list((out / "masks").glob("*.png"))) == 10  # 4..9 forward, then 4..0 in reverse
+    assert len(list((out / "masks").glob("*.png"))) == 10  # 4..9 forward, then 3..0 in reverse
+    # the prompted frame 4 is counted (and written) once, though both passes yield it
+    assert "tracked 1 object(s) over 10 frame(s); wrote 10 file(s)" in stdout
 
 
 def test_prompt_file_and_max_frames(short_clip, tiny_checkpoint, tmp_path, capsys):

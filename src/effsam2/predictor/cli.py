@@ -118,15 +118,20 @@ def _track_and_write(args, predictor: VideoPredictor, state, prompts: list[Objec
     passes = [{"start_frame_idx": first, "max_frame_num_to_track": args.max_frames, "reverse": False}]
     if first > 0:
         passes.append({"start_frame_idx": first, "max_frame_num_to_track": args.max_frames, "reverse": True})
-    total = sum(len(predictor.processing_order(state, **kw)) for kw in passes)
+    # the reverse pass starts on the prompted frame, which the forward pass has already yielded and written
+    total = len(set().union(*(predictor.processing_order(state, **kw) for kw in passes)))
 
     writer = OutputWriter(args.out, formats, frames)
+    written: set[int] = set()
     try:
         with tqdm(total=total, desc="tracking", unit="frame", disable=args.no_progress, file=sys.stderr) as bar:
             for kw in passes:
                 for frame_idx, obj_ids, logits in predictor.propagate_in_video(state, **kw):
+                    if frame_idx in written:
+                        continue
                     masks = (logits[:, 0] > 0).cpu().numpy()
                     writer.add(frame_idx, {obj_id: masks[i] for i, obj_id in enumerate(obj_ids)})
+                    written.add(frame_idx)
                     bar.update(1)
         with tqdm(total=len(frames), desc="writing", unit="frame", disable=args.no_progress or "mp4" not in formats,
                   file=sys.stderr) as bar:
