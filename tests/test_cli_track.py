@@ -84,6 +84,26 @@ def test_prompt_file_and_max_frames(short_clip, tiny_checkpoint, tmp_path, capsy
     assert (first == 3).sum() > 0.5 * (mask > 0).sum()  # the mask prompt is the output on its frame
 
 
+def test_a_run_failing_mid_video_leaves_out_as_it_was(davis_dir, tiny_checkpoint, tmp_path, capsys):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(5):
+        data = (davis_dir / "JPEGImages" / "480p" / "blackswan" / f"{i:05d}.jpg").read_bytes()
+        # frame 3 is cut short: its header (read when the folder is opened) is intact, its pixels are not
+        (frames / f"{i:05d}.jpg").write_bytes(data[: len(data) // 2] if i == 3 else data)
+    out = tmp_path / "out"
+    (out / "masks").mkdir(parents=True)
+    (out / "masks" / "00004.png").write_bytes(b"an earlier run's frame 4")
+    (out / "notes.txt").write_text("mine")
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    code, _, err = run_cli(track_args(frames, tiny_checkpoint, out, "--point", "400,200", "--format", "png,rle,mp4"),
+                           capsys)
+    assert code == 2 and "00003.jpg" in err and len(err.strip().splitlines()) == 1, err
+    # frames 0..2 were written before frame 3 failed to decode; they are removed again
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in out.rglob("*")) == ["00004.png", "masks", "notes.txt"]
+
+
 def _bad_mp4(tmp_path, short_clip):
     path = tmp_path / "corrupt.mp4"
     path.write_bytes(short_clip.read_bytes()[:2000])

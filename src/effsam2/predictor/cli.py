@@ -1,8 +1,8 @@
 """``effsam2 track``: segment and track prompted objects through a video and write masks.
 
-Everything that can be wrong with the inputs (model name, checkpoint, video, prompts) is checked before
-the first output file is written; outputs are written atomically, so an interrupted or failed run never
-leaves a half-written file in --out.
+Everything that can be wrong with the inputs (model name, checkpoint, device, video, prompts) is checked
+before the model is built. Outputs are written atomically, and a run that fails or is interrupted part-way
+removes the files and folders it created, so --out is left as it was.
 """
 
 from __future__ import annotations
