@@ -77,9 +77,11 @@ def test_prompt_file_and_max_frames(short_clip, tiny_checkpoint, tmp_path, capsy
     (tmp_path / "p.json").write_text(json.dumps(prompts))
     out = tmp_path / "out"
     code, _stdout, err = run_cli(track_args(short_clip, tiny_checkpoint, out, "--prompts", str(tmp_path / "p.json"),
-                                           "--max-frames", "3", "--format", "png,rle"), capsys)
+                                           "--max-frames", "3", "--format", "png,rle,mp4"), capsys)
     assert code == 0, err
     assert len(list((out / "masks").glob("*.png"))) == 4  # the prompted frame and 3 more
+    with av.open(str(out / "overlay.mp4")) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 4  # the overlay shows the tracked frames only
     first = np.array(Image.open(out / "masks" / "00000.png"))
     assert (first == 3).sum() > 0.5 * (mask > 0).sum()  # the mask prompt is the output on its frame
 

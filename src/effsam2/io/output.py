@@ -5,7 +5,8 @@ Layout of ``out_dir``::
     masks/<frame_name>.png   "png": one DAVIS palette PNG per frame that received masks,
                              written atomically as soon as the frame is added
     masks.json               "rle": COCO RLE per (frame, object), written at close()
-    overlay.mp4              "mp4": the input with masks overlaid, written at close()
+    overlay.mp4              "mp4": the input with masks overlaid, written at close(); it spans the
+                             frames from the first to the last that received masks
 
 Masks can arrive in any frame order (propagation runs forward, then backward) and a frame can be
 added again (its outputs are replaced). A run that fails or is interrupted (``abort()``) removes the
@@ -157,6 +158,16 @@ class OutputWriter:
         shape = (self.frames.height, self.frames.width)
         return labels_from_masks({o: decode_rle(r) for o, r in rles.items()}, shape=shape)
 
+    @property
+    def overlay_frames(self) -> range:
+        """The frames overlay.mp4 shows: the first to the last frame added (the whole source before any add).
+
+        A bounded run (e.g. ``--max-frames``) gets an overlay of the frames it tracked, not of the whole video.
+        """
+        if not self._added:
+            return range(len(self.frames))
+        return range(min(self._added), max(self._added) + 1)
+
     def close(self, on_frame: Callable[[int], Any] | None = None) -> list[Path]:
         """Write masks.json and overlay.mp4 (as selected); returns every output path written.
 
@@ -174,7 +185,7 @@ class OutputWriter:
             if "mp4" in self.formats:
                 self._note_new_file(self.video_path)
                 write_overlay_video(self.video_path, self.frames, self._labels, fps=self.fps, alpha=self.alpha,
-                                    on_frame=on_frame)
+                                    on_frame=on_frame, frame_range=self.overlay_frames)
                 written.append(self.video_path)
         except BaseException:
             self.abort()

@@ -35,7 +35,9 @@ def add_parser(subparsers) -> None:
                    "layout), rle (COCO RLE JSON), mp4 (overlay video); default all")
     p.add_argument("--image-size", type=int, help="model input size (default: the model's, e.g. 1024); "
                    "smaller is faster and less accurate")
-    p.add_argument("--max-frames", type=int, help="track at most this many frames after the prompted frame")
+    p.add_argument("--max-frames", type=int, help="track at most this many frames after the first prompted frame "
+                   "(and as many before it when it is not frame 0); the overlay video then shows only the "
+                   "tracked frames")
     p.add_argument("--accel", default=None, help="accelerations, e.g. dense, pool, smr, swr+smr (default: the "
                    "model's official setting, e.g. pool for efficienttam_*_1; see `effsam2 models`)")
     p.add_argument("--smr-sparsity", type=float, help="SMR sparsity (default 0.95)")
@@ -133,8 +135,8 @@ def _track_and_write(args, predictor: VideoPredictor, state, prompts: list[Objec
                     writer.add(frame_idx, {obj_id: masks[i] for i, obj_id in enumerate(obj_ids)})
                     written.add(frame_idx)
                     bar.update(1)
-        with tqdm(total=len(frames), desc="writing", unit="frame", disable=args.no_progress or "mp4" not in formats,
-                  file=sys.stderr) as bar:
+        with tqdm(total=len(writer.overlay_frames), desc="writing", unit="frame",
+                  disable=args.no_progress or "mp4" not in formats, file=sys.stderr) as bar:
             paths = writer.close(on_frame=lambda i: bar.update(1))
     except BaseException:
         writer.abort()
