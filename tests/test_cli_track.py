@@ -154,6 +154,31 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(case, short_clip, ti
     assert not out.exists() or not any(out.rglob("*"))
 
 
+BAD_PROMPT_FILES = {
+    "point of one number": ({"obj_id": 1, "points": [5]}, "entry 0: 'points' item 0 must be a list [x, y] or"),
+    "points as a string": ({"obj_id": 1, "points": "10,10"}, "entry 0: 'points' must be a list"),
+    "point label 2": ({"obj_id": 1, "points": [[10, 10, 2]]}, "'points' item 0: the label must be 1"),
+    "mask as a number": ({"obj_id": 1, "mask": 5}, "entry 0: 'mask' must be the path of a PNG file, got 5"),
+    "fractional frame": ({"obj_id": 1, "frame": 1.7, "points": [[10, 10]]}, "'frame' must be an integer, got 1.7"),
+    "box as a string": ({"obj_id": 1, "box": "1,2,3,4"}, "entry 0: 'box' must be a list [x0, y0, x1, y1] of numbers"),
+    "box of three numbers": ({"obj_id": 1, "box": [1, 2, 3]}, "'box' must be a list [x0, y0, x1, y1]"),
+    "boolean obj_id": ({"obj_id": True, "points": [[10, 10]]}, "entry 0: 'obj_id' must be an integer, got True"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_PROMPT_FILES))
+def test_malformed_prompt_file_names_the_field(case, short_clip, tiny_checkpoint, tmp_path, capsys):
+    entry, expected = BAD_PROMPT_FILES[case]
+    (tmp_path / "p.json").write_text(json.dumps([entry]))
+    out = tmp_path / "out"
+    code, _, err = run_cli(track_args(short_clip, tiny_checkpoint, out, "--prompts", str(tmp_path / "p.json")),
+                           capsys)
+    assert code == 2 and "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0] and "p.json" in lines[0], err
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("extra,expected", [
     (["--point", "2000,10"], "outside the 960x540 frame"),
     (["--obj-id", "300", "--point", "10,10"], "object id 300"),
