@@ -251,6 +251,24 @@ def test_pil_images_of_other_modes_become_rgb():
     assert np.array_equal(rgb[..., 1], np.arange(12).reshape(3, 4))
 
 
+def test_16_bit_pil_images_are_scaled_not_saturated():
+    ramp = np.linspace(0, 65535, 6 * 40).round().astype(np.uint16).reshape(6, 40)
+    image = Image.fromarray(ramp)
+    assert image.mode.startswith("I;16")
+    expected = np.rint(ramp.astype(np.float64) * 255.0 / 65535.0).astype(np.uint8)  # full range -> 0..255
+    rgb = image_to_array(image)
+    assert rgb.shape == (6, 40, 3) and rgb.dtype == np.uint8
+    for c in range(3):
+        np.testing.assert_array_equal(rgb[..., c], expected)
+    assert len(np.unique(rgb)) > 200  # a ramp, not saturated at 255
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "I;16"])
+def test_empty_pil_image_is_rejected(mode):
+    with pytest.raises(Effsam2Error, match="empty"):
+        image_to_array(Image.new(mode, (0, 0)))
+
+
 BAD_PROMPTS = {
     "click outside the image": ({"point_coords": [[900, 10]], "point_labels": [1]}, "outside"),
     "negative coordinate": ({"point_coords": [[-1, 10]], "point_labels": [1]}, "outside"),

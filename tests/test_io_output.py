@@ -6,8 +6,9 @@ import av
 import numpy as np
 import pytest
 
-from effsam2.errors import Effsam2Error, PromptError
+from effsam2.errors import Effsam2Error, PromptError, VideoError
 from effsam2.io import (
+    ArrayFrameSource,
     FrameIndexError,
     OutputWriter,
     davis_palette,
@@ -50,7 +51,7 @@ def test_parse_formats():
 
 def test_out_of_order_adds_write_everything(tmp_path, source):
     out = tmp_path / "run"
-    order = [5, 6, 7, 8, 4, 3, 2, 1, 0]  # forward from the prompt, then backward; frame 9 never added
+    order = [5, 6, 7, 8, 4, 2, 1]  # forward from the prompt, then backward; frames 0, 3 and 9 never added
     with OutputWriter(out, "png,rle,mp4", source) as writer:
         for i in order:
             writer.add(i, masks_for(i))
@@ -61,14 +62,14 @@ def test_out_of_order_adds_write_everything(tmp_path, source):
     expected = {i: masks_for(i) for i in order}
     expected[5] = {1: masks_for(5)[1]}
     pngs = sorted(p.name for p in (out / "masks").iterdir())
-    assert pngs == [f"{i:05d}.png" for i in range(9)]
+    assert pngs == [f"{i:05d}.png" for i in sorted(order)]
     for i, masks in expected.items():
         np.testing.assert_array_equal(read_label_png(out / "masks" / f"{i:05d}.png"),
                                       labels_from_masks(masks, shape=(H, W)))
 
     doc = read_rle_json(out / "masks.json")
     assert (doc.height, doc.width, doc.num_frames, doc.fps) == (H, W, N, 10.0)
-    assert doc.frame_indices() == list(range(9))
+    assert doc.frame_indices() == sorted(order)
     for i, masks in expected.items():
         got = doc.frame_masks(i)
         assert sorted(got) == sorted(masks)
@@ -77,16 +78,17 @@ def test_out_of_order_adds_write_everything(tmp_path, source):
 
     with av.open(str(out / "overlay.mp4")) as container:
         frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
-    assert len(frames) == N and frames[0].shape == (H, W, 3)
+    # the overlay spans the first to the last frame added (1..8); frame 3 inside it is shown unmarked
+    assert len(frames) == 8 and frames[0].shape == (H, W, 3)
     red = davis_palette()[1].astype(int)
-    for i in range(N):
-        pixel = frames[i][15, 10 + i].astype(int)  # inside object 1 (when it was added)
+    for k, i in enumerate(range(1, 9)):
+        pixel = frames[k][15, 10 + i].astype(int)  # inside object 1 (when it was added)
         if i in expected:
             assert pixel[0] > pixel[1] + 30, f"frame {i}: object 1 not drawn"
             assert np.abs(pixel - red).sum() < np.abs(128 - red).sum() - 60
         else:
             assert np.abs(pixel - 128).max() <= 6, "frame without masks must be shown unmarked"
-    green_at = frames[5][25, 38].astype(int)  # object 2 was removed from frame 5 by the re-add
+    green_at = frames[5 - 1][25, 38].astype(int)  # object 2 was removed from frame 5 by the re-add
     assert np.abs(green_at - 128).max() <= 6
 
 
@@ -112,14 +114,66 @@ def test_davis_annotations_in_reverse_order(davis_dir, tmp_path):
     assert not (tmp_path / "overlay.mp4").exists()
 
 
-def test_exception_writes_no_summary_files(tmp_path, source):
-    with pytest.raises(RuntimeError), OutputWriter(tmp_path, ("png", "rle", "mp4"), source) as writer:
+def tree(folder) -> dict[str, bytes | None]:
+    """Every path under ``folder`` with its bytes (None for folders)."""
+    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else None) for p in folder.rglob("*")}
+
+
+def test_exception_removes_what_the_run_wrote(tmp_path, source):
+    out = tmp_path / "new" / "run"  # neither folder exists yet
+    with pytest.raises(RuntimeError), OutputWriter(out, ("png", "rle", "mp4"), source) as writer:
         writer.add(0, masks_for(0))
+        writer.add(1, masks_for(1))
+        assert (out / "masks" / "00001.png").exists()
         raise RuntimeError("propagation failed")
-    assert (tmp_path / "masks" / "00000.png").exists()  # complete files written before the error stay
-    assert not (tmp_path / "masks.json").exists() and not (tmp_path / "overlay.mp4").exists()
+    assert tree(tmp_path) == {}  # PNGs and the folders the writer made are gone
     with pytest.raises(ValueError, match="closed"):
         writer.add(1, masks_for(1))
+
+
+def test_abort_leaves_what_existed_before(tmp_path, source):
+    (tmp_path / "masks").mkdir()
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "masks" / "00009.png").write_bytes(b"an earlier run's frame 9")
+    (tmp_path / "masks.json").write_text("an earlier run's masks")
+    before = tree(tmp_path)
+    with pytest.raises(KeyboardInterrupt), OutputWriter(tmp_path, ("png", "rle"), source) as writer:
+        for i in range(3):
+            writer.add(i, masks_for(i))
+        raise KeyboardInterrupt
+    assert tree(tmp_path) == before
+
+
+class FailingSource(ArrayFrameSource):
+    """In-memory frames whose frame ``bad`` cannot be decoded (as a corrupt file would)."""
+
+    def __init__(self, frames, bad: int):
+        super().__init__(frames)
+        self.bad = bad
+
+    def _get(self, idx):
+        if idx == self.bad:
+            raise VideoError(f"frame {idx}: cannot decode")
+        return super()._get(idx)
+
+
+def test_failure_while_closing_removes_masks_json_and_pngs(tmp_path, source):
+    frames = FailingSource([source.get(i) for i in range(N)], bad=2)
+    writer = OutputWriter(tmp_path / "out", "png,rle,mp4", frames)
+    for i in range(N):
+        writer.add(i, masks_for(i))
+    with pytest.raises(VideoError, match="frame 2"):
+        writer.close()  # masks.json is written first, then the overlay fails on frame 2
+    assert tree(tmp_path) == {}
+
+
+def test_abort_after_close_removes_nothing(tmp_path, source):
+    writer = OutputWriter(tmp_path / "out", "png,rle", source)
+    writer.add(0, masks_for(0))
+    written = writer.close()
+    writer.abort()
+    assert sorted(written) == sorted([tmp_path / "out" / "masks" / "00000.png", tmp_path / "out" / "masks.json"])
+    assert all(p.exists() for p in written)
 
 
 def test_validation(tmp_path, source):

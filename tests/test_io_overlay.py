@@ -57,6 +57,21 @@ def test_overlay_video_frames_size_and_colour(tmp_path, encoder):
     assert os.listdir(tmp_path) == ["overlay.mp4"]
 
 
+def test_frame_range_writes_only_those_frames(tmp_path):
+    labels = square_labels(47, 33)
+    seen = []
+    out = write_overlay_video(tmp_path / "part.mp4", gray_source(12), lambda i: labels if i == 3 else None,
+                              on_frame=seen.append, frame_range=range(3, 7))
+    frames, _ = decode_all(out)
+    assert seen == [3, 4, 5, 6] and len(frames) == 4
+    assert np.abs(frames[0][20, 16].astype(int) - 128).max() > 30  # the video starts on marked frame 3
+    assert np.abs(frames[1][20, 16].astype(int) - 128).max() <= 6
+    for bad in (range(0), range(10, 13), range(-1, 2)):
+        with pytest.raises(ValueError, match="frame_range"):
+            write_overlay_video(tmp_path / "bad.mp4", gray_source(12), lambda i: None, frame_range=bad)
+    assert sorted(os.listdir(tmp_path)) == ["part.mp4"]
+
+
 def test_overlay_on_real_frames_keeps_size_and_fps(davis_dir, tmp_path):
     src = open_frames(davis_dir / "JPEGImages" / "480p" / "blackswan")
     short = open_frames([src.get(i) for i in range(6)])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from effsam2 import VideoError
+from effsam2 import PromptError, VideoError
 from effsam2.build import build_model
 from effsam2.predictor.stream import StreamTracker
 from effsam2.predictor.video import VideoPredictor
@@ -74,3 +74,6 @@ def test_stream_errors(videos_dir):
     tracker.step(np.zeros((100, 120, 3), np.uint8))
     with pytest.raises(VideoError, match="120x100"):
         tracker.step(np.zeros((90, 120, 3), np.uint8))
+    # a stream state has no frame count: a negative index is still a one-line prompt error
+    with pytest.raises(PromptError, match="frame index -1 is out of range: frame indices start at 0"):
+        tracker.predictor.add_new_points_or_box(tracker.state, -1, 1, points=[[10, 10]], labels=[1])

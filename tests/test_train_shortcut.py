@@ -111,6 +111,7 @@ def test_cli_errors(capsys, checkpoint, videos_dir, tmp_path):
     wrong = tmp_path / "wrong.safetensors"  # a checkpoint of another model
     save_state_dict({"image_encoder.trunk.pos_embed": torch.zeros(1)}, wrong)
     one_line_error(capsys, cli_args(wrong, video, out), "not a sam2.1_hiera_t checkpoint")
+    one_line_error(capsys, cli_args(checkpoint, video, out, "--device", "foo"), "unknown --device 'foo'")
     if not torch.cuda.is_available():
         one_line_error(capsys, cli_args(checkpoint, video, out, "--device", "cuda"), "CUDA is not available")
     assert not out.exists()

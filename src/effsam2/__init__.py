@@ -4,6 +4,7 @@ from effsam2.build import build_model
 from effsam2.configs import get_config, list_models
 from effsam2.errors import (
     CheckpointError,
+    ConfigError,
     DatasetError,
     Effsam2Error,
     PromptError,
@@ -18,6 +19,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CheckpointError",
+    "ConfigError",
     "DatasetError",
     "Effsam2Error",
     "ImagePredictor",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from effsam2.errors import UnknownModelError
+from effsam2.errors import ConfigError, UnknownModelError
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,7 @@ class ModelConfig:
         """The same model at another input resolution (must be a multiple of 32 for Hiera, 16 for ViT)."""
         step = 32 if isinstance(self.trunk, HieraConfig) else self.trunk.patch_size
         if image_size <= 0 or image_size % step:
-            raise ValueError(f"image_size must be a positive multiple of {step} for {self.name}, got {image_size}")
+            raise ConfigError(f"image_size must be a positive multiple of {step} for {self.name}, got {image_size}")
         return replace(self, image_size=image_size)
 
     @property

@@ -16,6 +16,13 @@ class UnknownModelError(Effsam2Error, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class ConfigError(Effsam2Error, ValueError):
+    """A model setting that the model cannot take (e.g. an image size that is not a multiple of its stride).
+
+    Also a ``ValueError``, which is what ``ModelConfig.with_image_size`` raised before this class existed.
+    """
+
+
 class CheckpointError(Effsam2Error):
     """A checkpoint that is missing, corrupt, or made for another model."""
 

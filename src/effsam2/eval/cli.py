@@ -42,12 +42,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                                       "the prompt, propagate, score; predictions are kept in OUT/predictions")
     model.add_argument("--model", help="model name (see `effsam2 models`)")
     model.add_argument("--checkpoint", help="the model's checkpoint")
-    model.add_argument("--accel", help="accelerations, e.g. pool, smr, swr+smr (default: none)")
+    model.add_argument("--accel", help="accelerations, e.g. dense, pool, smr, swr+smr (default: the model's "
+                       "official setting, e.g. pool for efficienttam_*_1)")
     model.add_argument("--smr-sparsity", type=float, help="SMR sparsity")
     model.add_argument("--pool-window", type=int, help="pooled memory attention window: 1, 2 or 4")
     model.add_argument("--swr-shortcut", help="trained SWR shortcut (.safetensors)")
     model.add_argument("--image-size", type=int, help="model input size (default: the model's)")
-    model.add_argument("--device", default="cpu", help="cpu or cuda")
+    model.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     parser.add_argument("--out", metavar="DIR", help="write results.json, results.csv, results.md here")
     parser.add_argument("--json", metavar="PATH", help="write the summary JSON here")
     parser.set_defaults(func=run)
@@ -89,21 +90,14 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_model(args: argparse.Namespace, dataset, sequences: list[str] | None) -> Path:
     """Validate the model options, build the model and write its predictions under ``--out``."""
-    from effsam2.accel.spec import AccelSpec
-    from effsam2.build import build_model
-    from effsam2.configs import get_config
-    from effsam2.errors import CheckpointError
     from effsam2.eval.run_model import predict_dataset
+    from effsam2.model_args import build_model_from_args, check_model_args
 
     if not args.out:
         raise Effsam2Error("--model needs --out DIR (the predictions and results are written there)")
-    get_config(args.model, args.image_size)
-    if args.checkpoint is None:
-        raise CheckpointError(f"--model {args.model} needs --checkpoint PATH (the official weights)")
+    check_model_args(args)  # model name, image size, checkpoint file, device, accelerations
     names = sequences or dataset.sequence_names(args.split)
     for name in names:
         dataset.sequence(name)  # unknown sequence names fail before the model runs
-    accel = AccelSpec.parse(args.accel, smr_sparsity=args.smr_sparsity, swr_shortcut=args.swr_shortcut,
-                           pool_window=args.pool_window)
-    model = build_model(args.model, args.checkpoint, device=args.device, image_size=args.image_size, accel=accel)
+    model = build_model_from_args(args, "eval")
     return predict_dataset(model, dataset, names, Path(args.out) / "predictions")

@@ -36,12 +36,15 @@ def predict_sequence(predictor: VideoPredictor, seq: VOSSequence, out_dir: Path)
     try:
         state = predictor.init_state(frames)
         index = {name: i for i, name in enumerate(seq.frames)}
+        gt_by_frame: dict[str, dict] = {}  # each first frame's ground truth is read once, not once per object
         for obj_id in seq.object_ids:
             annotated = seq.annotated_frames(obj_id)
             if not annotated:
                 continue
             first = annotated[0]
-            predictor.add_new_mask(state, index[first], obj_id, seq.gt_masks(first)[obj_id])
+            if first not in gt_by_frame:
+                gt_by_frame[first] = seq.gt_masks(first)
+            predictor.add_new_mask(state, index[first], obj_id, gt_by_frame[first][obj_id])
         if not state.objects:
             raise DatasetError(f"sequence {seq.name} has no annotated object to prompt")
         seq_dir = out_dir / seq.name

@@ -5,10 +5,12 @@ Layout of ``out_dir``::
     masks/<frame_name>.png   "png": one DAVIS palette PNG per frame that received masks,
                              written atomically as soon as the frame is added
     masks.json               "rle": COCO RLE per (frame, object), written at close()
-    overlay.mp4              "mp4": the input with masks overlaid, written at close()
+    overlay.mp4              "mp4": the input with masks overlaid, written at close(); it spans the
+                             frames from the first to the last that received masks
 
 Masks can arrive in any frame order (propagation runs forward, then backward) and a frame can be
-added again (its outputs are replaced). Memory stays bounded on long videos: masks are kept only
+added again (its outputs are replaced). A run that fails or is interrupted (``abort()``) removes the
+files and folders it created, so ``out_dir`` is left as it was (see ``OutputWriter``). Memory stays bounded on long videos: masks are kept only
 as COCO RLE (typically well under 1% of a raw frame per object), never as full arrays.
 Overlaps between objects are resolved as in ``labels_from_masks`` (lowest object id wins), the
 same way for the PNGs and the overlay.
@@ -25,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from effsam2.errors import Effsam2Error
+from effsam2.errors import Effsam2Error, PromptError
 from effsam2.io.frames import FrameIndexError, FrameSource
 from effsam2.io.masks import as_bool_mask, check_label_id, labels_from_masks, save_label_png
 from effsam2.io.overlay import write_overlay_video
@@ -34,7 +36,7 @@ from effsam2.io.rle import RleJsonWriter, decode_rle, encode_rle
 if TYPE_CHECKING:  # Python 3.10 has no typing.Self
     from typing_extensions import Self
 
-__all__ = ["OUTPUT_FORMATS", "OutputWriter", "parse_formats"]
+__all__ = ["OUTPUT_FORMATS", "OutputWriter", "check_object_id", "parse_formats"]
 
 OUTPUT_FORMATS = ("png", "rle", "mp4")
 
@@ -56,6 +58,17 @@ def parse_formats(formats: str | Iterable[str]) -> tuple[str, ...]:
     return tuple(f for f in OUTPUT_FORMATS if f in chosen)
 
 
+def check_object_id(obj_id: Any, formats: tuple[str, ...]) -> int:
+    """``obj_id`` as an int the chosen formats can store: 1..255 with "png" or "mp4" (uint8 label maps),
+    any integer with "rle" alone. ``PromptError`` otherwise."""
+    if tuple(formats) == ("rle",):
+        return operator.index(obj_id)
+    try:
+        return check_label_id(obj_id)
+    except PromptError as err:
+        raise PromptError(f"{err}; the png and mp4 outputs need such ids (rle alone stores any id)") from None
+
+
 class OutputWriter:
     """Writes masks for the frames of one ``FrameSource`` in the chosen formats.
 
@@ -67,8 +80,10 @@ class OutputWriter:
         alpha: overlay opacity.
 
     Use as a context manager: a clean exit calls ``close()``; an exception calls ``abort()``, which
-    leaves the PNGs already written (each is complete) and writes neither masks.json nor
-    overlay.mp4.
+    removes every file this writer created (PNGs, and masks.json when the overlay then failed) and the
+    folders it created, once empty. What existed before is not removed; a PNG of an earlier run that
+    this run replaced keeps the new content (outputs are replaced in place, not staged). After a
+    successful ``close()`` nothing is removed.
     """
 
     def __init__(
@@ -88,10 +103,13 @@ class OutputWriter:
         self.masks_dir = self.out_dir / "masks"
         self.json_path = self.out_dir / "masks.json"
         self.video_path = self.out_dir / "overlay.mp4"
+        # What this run creates, so that abort() can remove exactly that (folders outermost first).
+        self._created_dirs: list[Path] = []
+        self._created_files: set[Path] = set()
         try:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
+            self._make_dir(self.out_dir)
             if "png" in self.formats:
-                self.masks_dir.mkdir(exist_ok=True)
+                self._make_dir(self.masks_dir)
         except (FileExistsError, NotADirectoryError):
             raise Effsam2Error(f"{self.out_dir}: output path exists and is not a folder") from None
         except OSError as e:
@@ -119,14 +137,15 @@ class OutputWriter:
         shape = (self.frames.height, self.frames.width)
         bools = {}
         for obj_id, mask in masks.items():
-            oid = check_label_id(obj_id) if self.formats != ("rle",) else operator.index(obj_id)
+            oid = check_object_id(obj_id, self.formats)
             m = as_bool_mask(mask, f"mask of object {oid} in frame {i}")
             if m.shape != shape:
                 raise ValueError(f"mask of object {oid} in frame {i} has shape {m.shape}, expected {shape}")
             bools[oid] = m
         if "png" in self.formats:
-            name = self.frames.frame_names[i]
-            save_label_png(self.masks_dir / f"{name}.png", labels_from_masks(bools, shape=shape))
+            path = self.masks_dir / f"{self.frames.frame_names[i]}.png"
+            self._note_new_file(path)
+            save_label_png(path, labels_from_masks(bools, shape=shape))
         self._store.clear_frame(i)  # re-adding a frame replaces all its objects
         for oid, m in bools.items():
             self._store.add_rle(i, oid, encode_rle(m))
@@ -139,6 +158,16 @@ class OutputWriter:
         shape = (self.frames.height, self.frames.width)
         return labels_from_masks({o: decode_rle(r) for o, r in rles.items()}, shape=shape)
 
+    @property
+    def overlay_frames(self) -> range:
+        """The frames overlay.mp4 shows: the first to the last frame added (the whole source before any add).
+
+        A bounded run (e.g. ``--max-frames``) gets an overlay of the frames it tracked, not of the whole video.
+        """
+        if not self._added:
+            return range(len(self.frames))
+        return range(min(self._added), max(self._added) + 1)
+
     def close(self, on_frame: Callable[[int], Any] | None = None) -> list[Path]:
         """Write masks.json and overlay.mp4 (as selected); returns every output path written.
 
@@ -150,20 +179,50 @@ class OutputWriter:
         if "png" in self.formats:
             written += [self.masks_dir / f"{self.frames.frame_names[i]}.png" for i in sorted(self._added)]
         try:
-            if "rle" in self.formats:  # first: quick, and useful even if the overlay then fails
+            if "rle" in self.formats:
+                self._note_new_file(self.json_path)
                 written.append(self._store.write())
             if "mp4" in self.formats:
+                self._note_new_file(self.video_path)
                 write_overlay_video(self.video_path, self.frames, self._labels, fps=self.fps, alpha=self.alpha,
-                                    on_frame=on_frame)
+                                    on_frame=on_frame, frame_range=self.overlay_frames)
                 written.append(self.video_path)
-        finally:
-            self.abort()  # frees the stored RLE
+        except BaseException:
+            self.abort()
+            raise
+        self._store.abort()  # frees the stored RLE
+        self._closed = True
+        self._created_files.clear()  # the run is complete: nothing of it is removed any more
+        self._created_dirs.clear()
         return written
 
     def abort(self) -> None:
-        """Stop without writing masks.json or overlay.mp4 (PNGs already written stay)."""
+        """Stop without writing masks.json or overlay.mp4 and remove what this run created (see the class)."""
         self._store.abort()
         self._closed = True
+        for path in self._created_files:
+            try:
+                path.unlink(missing_ok=True)
+            except OSError:
+                pass  # best effort: the run is failing already, its own error is the one to report
+        for folder in reversed(self._created_dirs):
+            try:
+                folder.rmdir()
+            except OSError:
+                pass  # not empty: something else was put there meanwhile, so it stays
+        self._created_files.clear()
+        self._created_dirs.clear()
+
+    def _make_dir(self, folder: Path) -> None:
+        """mkdir -p, remembering the folders that did not exist (outermost first)."""
+        missing = [d for d in (folder, *folder.parents) if not d.exists()]
+        folder.mkdir(parents=True, exist_ok=True)
+        self._created_dirs += reversed(missing)
+
+    def _note_new_file(self, path: Path) -> None:
+        """Remember ``path`` as created by this run unless it existed before (called before writing it)."""
+        if path not in self._created_files and not path.exists():
+            self._created_files.add(path)
 
     def __enter__(self) -> Self:
         return self

@@ -106,6 +106,7 @@ def write_overlay_video(
     on_frame: Callable[[int], Any] | None = None,
     outline: bool = True,
     encoder: str | None = None,
+    frame_range: range | None = None,
 ) -> Path:
     """Encode ``frames`` with their masks overlaid into a video at ``path`` (atomically).
 
@@ -117,12 +118,16 @@ def write_overlay_video(
         alpha, outline: see ``overlay_labels``.
         on_frame: called with i after frame i is encoded (progress bars).
         encoder: force an encoder name; default ``pick_video_encoder()``.
+        frame_range: the source frames to write, in order (default all); the video starts at its first.
 
     Nothing appears at ``path`` unless the whole video was written; an older file there survives
     a failure. Returns ``path``.
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    indices = range(len(frames)) if frame_range is None else frame_range
+    if len(indices) == 0 or min(indices) < 0 or max(indices) >= len(frames):
+        raise ValueError(f"frame_range {frame_range} is empty or outside the source's {len(frames)} frames")
     path = Path(path)
     rate_f = fps if fps is not None else (frames.fps or DEFAULT_FPS)
     if not rate_f > 0:
@@ -140,10 +145,10 @@ def write_overlay_video(
             else:  # mpeg4 has no CRF; a fixed quantiser keeps masks crisp whatever the size
                 stream.codec_context.qscale = True  # the AV_CODEC_FLAG_QSCALE flag ...
                 stream.codec_context.global_quality = 3 * _FF_QP2LAMBDA  # ... with quantiser 3
-            for i in range(len(frames)):
+            for pts, i in enumerate(indices):
                 rgb = overlay_labels(frames.get(i), labels_for_frame(i), alpha=alpha, outline=outline)
                 vf = av.VideoFrame.from_ndarray(_even(rgb), format="rgb24")
-                vf.pts, vf.time_base = i, 1 / rate
+                vf.pts, vf.time_base = pts, 1 / rate
                 container.mux(stream.encode(vf))
                 if on_frame is not None:
                     on_frame(i)

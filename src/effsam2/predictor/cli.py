@@ -1,8 +1,8 @@
 """``effsam2 track``: segment and track prompted objects through a video and write masks.
 
-Everything that can be wrong with the inputs (model name, checkpoint, video, prompts) is checked before
-the first output file is written; outputs are written atomically, so an interrupted or failed run never
-leaves a half-written file in --out.
+Everything that can be wrong with the inputs (model name, checkpoint, device, video, prompts) is checked
+before the model is built. Outputs are written atomically, and a run that fails or is interrupted part-way
+removes the files and folders it created, so --out is left as it was.
 """
 
 from __future__ import annotations
@@ -11,23 +11,17 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
+import numpy as np
 from tqdm import tqdm
 
-from effsam2.accel.spec import AccelSpec
-from effsam2.build import build_model
-from effsam2.configs import get_config
-from effsam2.errors import CheckpointError, Effsam2Error, PromptError
-from effsam2.io.frames import open_frames
-from effsam2.io.output import OutputWriter, parse_formats
+from effsam2.errors import Effsam2Error, PromptError
+from effsam2.io.frames import FrameSource, open_frames
+from effsam2.io.output import OutputWriter, check_object_id, parse_formats
 from effsam2.io.png_labels import read_binary_mask
+from effsam2.model_args import build_model_from_args, check_model_args
 from effsam2.predictor.prompt_args import ObjectPrompt, add_prompt_options, collect_prompts
+from effsam2.predictor.prompts import check_frame_index, points_to_model_space
 from effsam2.predictor.video import VideoPredictor
-
-CHECKPOINT_HELP = ("official checkpoints are not bundled: download them from the SAM 2 / SAM 2.1 release "
-                   "(https://github.com/facebookresearch/sam2#download-checkpoints) or EfficientTAM "
-                   "(https://github.com/yformer/EfficientTAM), e.g. with scripts/download_checkpoints.sh, "
-                   "then pass --checkpoint PATH")
 
 
 def add_parser(subparsers) -> None:
@@ -41,74 +35,110 @@ def add_parser(subparsers) -> None:
                    "layout), rle (COCO RLE JSON), mp4 (overlay video); default all")
     p.add_argument("--image-size", type=int, help="model input size (default: the model's, e.g. 1024); "
                    "smaller is faster and less accurate")
-    p.add_argument("--max-frames", type=int, help="track at most this many frames after the prompted frame")
-    p.add_argument("--accel", default=None, help="accelerations, e.g. pool, smr, swr+smr (default: none)")
+    p.add_argument("--max-frames", type=int, help="track at most this many frames after the first prompted frame "
+                   "(and as many before it when it is not frame 0); the overlay video then shows only the "
+                   "tracked frames")
+    p.add_argument("--accel", default=None, help="accelerations, e.g. dense, pool, smr, swr+smr (default: the "
+                   "model's official setting, e.g. pool for efficienttam_*_1; see `effsam2 models`)")
     p.add_argument("--smr-sparsity", type=float, help="SMR sparsity (default 0.95)")
     p.add_argument("--pool-window", type=int, help="pooled memory attention window: 1, 2 (default) or 4")
     p.add_argument("--swr-shortcut", help="trained SWR shortcut (.safetensors), needed with --accel swr")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_prompt_options(p)
     p.set_defaults(func=run)
 
 
 def _validate(args) -> tuple[list[ObjectPrompt], tuple[str, ...]]:
+    """The options that need neither the video nor the model."""
     formats = parse_formats(args.format)
-    get_config(args.model, args.image_size)  # unknown model names and bad sizes fail here
-    if args.checkpoint is None:
-        raise CheckpointError(f"no --checkpoint given for {args.model}: {CHECKPOINT_HELP}")
-    if not args.checkpoint.exists():
-        raise CheckpointError(f"checkpoint not found: {args.checkpoint} ({CHECKPOINT_HELP})")
+    check_model_args(args)  # model name, image size, checkpoint file, device, accelerations
     if args.max_frames is not None and args.max_frames < 1:
         raise PromptError(f"--max-frames must be >= 1, got {args.max_frames}")
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise Effsam2Error(f"--device {args.device} requested but CUDA is not available on this machine")
     return collect_prompts(args), formats
 
 
-def _apply_prompts(predictor: VideoPredictor, state, prompts: list[ObjectPrompt]) -> None:
+def _clicks(p: ObjectPrompt) -> tuple[list | None, list | None]:
+    """(points, labels) of a prompt in the predictor's form (None without clicks)."""
+    return [(x, y) for x, y, _ in p.points] or None, [label for _, _, label in p.points] or None
+
+
+def _validate_prompts(prompts: list[ObjectPrompt], formats: tuple[str, ...],
+                      frames: FrameSource) -> list[np.ndarray | None]:
+    """Check every prompt against the opened video before the model is built (the slow part).
+
+    Object ids must fit the output formats, frames must exist, clicks and boxes must lie in the frame and
+    mask files must be readable PNGs of the frame's size. Returns each prompt's mask (None without one).
+    """
+    video_hw = (frames.height, frames.width)
+    masks = []
     for p in prompts:
-        if p.mask is not None:
-            predictor.add_new_mask(state, p.frame, p.obj_id, read_binary_mask(p.mask))
-            continue
-        points = [(x, y) for x, y, _ in p.points] or None
-        labels = [label for _, _, label in p.points] or None
-        predictor.add_new_points_or_box(state, p.frame, p.obj_id, points=points, labels=labels, box=p.box)
+        try:
+            check_object_id(p.obj_id, formats)
+            check_frame_index(p.frame, len(frames))
+            mask = None
+            if p.mask is None:  # the predictor's own conversion, so the same rules apply (image size unused)
+                points_to_model_space(*_clicks(p), p.box, video_hw=video_hw, image_size=1, normalize_coords=True)
+            else:
+                mask = read_binary_mask(p.mask)
+                if mask.shape != video_hw:
+                    raise PromptError(f"mask {p.mask} is {mask.shape[1]}x{mask.shape[0]} but the video frames "
+                                      f"are {video_hw[1]}x{video_hw[0]}")
+        except Effsam2Error as err:
+            raise PromptError(f"object {p.obj_id} (frame {p.frame}): {err}") from None
+        masks.append(mask)
+    return masks
+
+
+def _apply_prompts(predictor: VideoPredictor, state, prompts: list[ObjectPrompt],
+                   masks: list[np.ndarray | None]) -> None:
+    for p, mask in zip(prompts, masks):
+        if mask is not None:
+            predictor.add_new_mask(state, p.frame, p.obj_id, mask)
+        else:
+            points, labels = _clicks(p)
+            predictor.add_new_points_or_box(state, p.frame, p.obj_id, points=points, labels=labels, box=p.box)
 
 
 def run(args) -> int:
     prompts, formats = _validate(args)
     frames = open_frames(args.video)  # a missing, empty or corrupt video fails here, before any output
-    accel = AccelSpec.parse(args.accel, smr_sparsity=args.smr_sparsity, swr_shortcut=args.swr_shortcut,
-                            pool_window=args.pool_window)
-    if accel.swr and accel.swr_shortcut is None:
-        print("effsam2 track: warning: --accel swr without --swr-shortcut: skipped windows get no trained "
-              "shortcut (lower accuracy); train one with `effsam2 train-shortcut`", file=sys.stderr)
-    model = build_model(args.model, args.checkpoint, device=args.device, image_size=args.image_size, accel=accel)
-    predictor = VideoPredictor(model)
-    state = predictor.init_state(frames)
-    _apply_prompts(predictor, state, prompts)  # bad frame indices / points outside the frame fail here
+    try:
+        masks = _validate_prompts(prompts, formats, frames)
+        predictor = VideoPredictor(build_model_from_args(args, "track"))
+        state = predictor.init_state(frames)
+        _apply_prompts(predictor, state, prompts, masks)
+        _track_and_write(args, predictor, state, prompts, formats, frames)
+    finally:
+        frames.close()
+    return 0
+
+
+def _track_and_write(args, predictor: VideoPredictor, state, prompts: list[ObjectPrompt],
+                     formats: tuple[str, ...], frames: FrameSource) -> None:
     first = min(p.frame for p in prompts)
     passes = [{"start_frame_idx": first, "max_frame_num_to_track": args.max_frames, "reverse": False}]
     if first > 0:
         passes.append({"start_frame_idx": first, "max_frame_num_to_track": args.max_frames, "reverse": True})
-    total = sum(len(predictor.processing_order(state, **kw)) for kw in passes)
+    # the reverse pass starts on the prompted frame, which the forward pass has already yielded and written
+    total = len(set().union(*(predictor.processing_order(state, **kw) for kw in passes)))
 
     writer = OutputWriter(args.out, formats, frames)
+    written: set[int] = set()
     try:
         with tqdm(total=total, desc="tracking", unit="frame", disable=args.no_progress, file=sys.stderr) as bar:
             for kw in passes:
                 for frame_idx, obj_ids, logits in predictor.propagate_in_video(state, **kw):
+                    if frame_idx in written:
+                        continue
                     masks = (logits[:, 0] > 0).cpu().numpy()
                     writer.add(frame_idx, {obj_id: masks[i] for i, obj_id in enumerate(obj_ids)})
+                    written.add(frame_idx)
                     bar.update(1)
-        with tqdm(total=len(frames), desc="writing", unit="frame", disable=args.no_progress or "mp4" not in formats,
-                  file=sys.stderr) as bar:
+        with tqdm(total=len(writer.overlay_frames), desc="writing", unit="frame",
+                  disable=args.no_progress or "mp4" not in formats, file=sys.stderr) as bar:
             paths = writer.close(on_frame=lambda i: bar.update(1))
     except BaseException:
         writer.abort()
         raise
-    finally:
-        frames.close()
     print(f"tracked {len(state.objects)} object(s) over {total} frame(s); wrote {len(paths)} file(s) to {args.out}")
-    return 0

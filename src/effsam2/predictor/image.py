@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from effsam2.errors import Effsam2Error, PromptError
+from effsam2.io.convert import image_to_rgb
 from effsam2.modeling.sam2_model import PointPrompt, SAM2Model
 from effsam2.predictor.prompts import points_to_model_space
 from effsam2.preprocess import IMAGENET_MEAN, IMAGENET_STD
@@ -33,13 +34,17 @@ LOW_RES_CLAMP = 32.0  # the official predictor clamps the returned low-res logit
 
 
 def image_to_array(image) -> np.ndarray:
-    """A PIL image (any mode, converted to RGB) or an (H, W, 3) uint8 RGB array -> (H, W, 3) uint8 array."""
+    """A PIL image (any mode) or an (H, W, 3) uint8 RGB array -> (H, W, 3) uint8 array.
+
+    PIL images follow the frame-source conversion rules (``effsam2.io.convert.image_to_rgb``: 16-bit
+    images are scaled to 8 bits, not clipped); empty images are refused.
+    """
     if isinstance(image, Image.Image):
-        return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
-    if not isinstance(image, np.ndarray):
+        image = image_to_rgb(image, "image")
+    elif not isinstance(image, np.ndarray):
         raise Effsam2Error(f"an image must be an (H, W, 3) uint8 RGB numpy array or a PIL image, "
                            f"got {type(image).__name__}")
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+    elif image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise Effsam2Error(f"an image array must be (H, W, 3) uint8 RGB, got {image.dtype} {image.shape}")
     if image.shape[0] == 0 or image.shape[1] == 0:
         raise Effsam2Error(f"the image is empty: shape {image.shape}")

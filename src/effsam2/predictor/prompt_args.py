@@ -44,10 +44,13 @@ def _numbers(text: str, what: str, counts: tuple[int, ...]) -> list[float]:
 
 def parse_point(text: str) -> tuple[float, float, int]:
     """``X,Y`` (a foreground click) or ``X,Y,LABEL`` with LABEL 1 (foreground) or 0 (background)."""
-    values = _numbers(text, "--point", (2, 3))
+    return _point(_numbers(text, "--point", (2, 3)), f"--point {text!r}")
+
+
+def _point(values: list[float], what: str) -> tuple[float, float, int]:
     label = 1 if len(values) == 2 else values[2]
     if label not in (0, 1):
-        raise PromptError(f"--point {text!r}: the label must be 1 (foreground) or 0 (background)")
+        raise PromptError(f"{what}: the label must be 1 (foreground) or 0 (background)")
     return values[0], values[1], int(label)
 
 
@@ -81,9 +84,12 @@ class PromptAction(argparse.Action):
 
 
 def _int(text, what: str) -> int:
+    """A command-line string or a JSON value as an integer >= 0 (1.7 or true are not integers)."""
+    if isinstance(text, bool) or not isinstance(text, (int, str)):
+        raise PromptError(f"{what} must be an integer, got {text!r}")
     try:
         value = int(text)
-    except (TypeError, ValueError):
+    except ValueError:
         raise PromptError(f"{what} must be an integer, got {text!r}") from None
     if value < 0:
         raise PromptError(f"{what} must be >= 0, got {value}")
@@ -117,22 +123,45 @@ def load_prompt_file(path: Path) -> list[ObjectPrompt]:
         items = [items]
     if not isinstance(items, list):
         raise PromptError(f"prompt file {path} must hold a list of objects")
-    prompts = []
-    for i, item in enumerate(items):
-        if not isinstance(item, dict) or "obj_id" not in item:
-            raise PromptError(f"prompt file {path}: entry {i} needs an 'obj_id'")
-        unknown = set(item) - {"obj_id", "frame", "points", "box", "mask"}
-        if unknown:
-            raise PromptError(f"prompt file {path}: entry {i} has unknown keys {sorted(unknown)}")
-        prompt = ObjectPrompt(obj_id=_int(item["obj_id"], "obj_id"), frame=_int(item.get("frame", 0), "frame"))
-        for p in item.get("points") or []:
-            prompt.points.append(parse_point(",".join(str(v) for v in p)))
-        if item.get("box") is not None:
-            prompt.box = parse_box(",".join(str(v) for v in item["box"]))
-        if item.get("mask"):
-            prompt.mask = (path.parent / item["mask"]) if not Path(item["mask"]).is_absolute() else Path(item["mask"])
-        prompts.append(prompt)
-    return prompts
+    return [_prompt_entry(item, f"prompt file {path}: entry {i}", path.parent) for i, item in enumerate(items)]
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _json_numbers(value, what: str, counts: tuple[int, ...], form: str) -> list[float]:
+    """A JSON list of ``counts`` numbers, e.g. a box; ``PromptError`` naming the field otherwise."""
+    if not isinstance(value, list) or len(value) not in counts or not all(_is_number(v) for v in value):
+        raise PromptError(f"{what} must be a list {form} of numbers, got {json.dumps(value)}")
+    return [float(v) for v in value]
+
+
+def _prompt_entry(item, where: str, base: Path) -> ObjectPrompt:
+    """One object of a prompt file, every field checked (the message names the entry and the field)."""
+    if not isinstance(item, dict) or "obj_id" not in item:
+        raise PromptError(f"{where} needs an 'obj_id'")
+    unknown = set(item) - {"obj_id", "frame", "points", "box", "mask"}
+    if unknown:
+        raise PromptError(f"{where} has unknown keys {sorted(unknown)}")
+    prompt = ObjectPrompt(obj_id=_int(item["obj_id"], f"{where}: 'obj_id'"),
+                          frame=_int(item.get("frame", 0), f"{where}: 'frame'"))
+    points = item.get("points")
+    if points is not None:
+        if not isinstance(points, list):
+            raise PromptError(f"{where}: 'points' must be a list of [x, y] or [x, y, label], got {json.dumps(points)}")
+        for j, p in enumerate(points):
+            what = f"{where}: 'points' item {j}"
+            prompt.points.append(_point(_json_numbers(p, what, (2, 3), "[x, y] or [x, y, label]"), what))
+    if item.get("box") is not None:
+        x0, y0, x1, y1 = _json_numbers(item["box"], f"{where}: 'box'", (4,), "[x0, y0, x1, y1]")
+        prompt.box = (x0, y0, x1, y1)
+    mask = item.get("mask")
+    if mask is not None:
+        if not isinstance(mask, str) or not mask:
+            raise PromptError(f"{where}: 'mask' must be the path of a PNG file, got {json.dumps(mask)}")
+        prompt.mask = Path(mask) if Path(mask).is_absolute() else base / mask
+    return prompt
 
 
 def collect_prompts(args: argparse.Namespace) -> list[ObjectPrompt]:

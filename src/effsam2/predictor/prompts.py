@@ -16,8 +16,10 @@ def check_frame_index(frame_idx, num_frames: int | None) -> int:
     if isinstance(frame_idx, bool) or not isinstance(frame_idx, (int, np.integer)):
         raise PromptError(f"frame index must be an integer, got {frame_idx!r}")
     if frame_idx < 0 or (num_frames is not None and frame_idx >= num_frames):
-        raise PromptError(f"frame index {frame_idx} is out of range: the video has {num_frames} frames "
-                          f"(valid: 0..{num_frames - 1})")
+        # a stream (num_frames None) has no end: only a negative index is out of range there
+        valid = (f"the video has {num_frames} frames (valid: 0..{num_frames - 1})" if num_frames is not None
+                 else "frame indices start at 0")
+        raise PromptError(f"frame index {frame_idx} is out of range: {valid}")
     return int(frame_idx)
 
 

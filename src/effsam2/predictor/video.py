@@ -183,9 +183,7 @@ class VideoPredictor:
             obj.frames_tracked.pop(frame_idx, None)
         if not need_output:
             return None
-        is_cond = any(o.pending.get(frame_idx) is not None and o.pending[frame_idx].is_cond
-                      for o in state.objects.values())
-        return frame_idx, state.obj_ids, self._consolidated_masks(state, frame_idx, is_cond)
+        return frame_idx, state.obj_ids, self._consolidated_masks(state, frame_idx, _pending_is_cond(state, frame_idx))
 
     @torch.inference_mode()
     def remove_object(self, state: InferenceState, obj_id: int, strict: bool = False, need_output: bool = True):
@@ -203,9 +201,7 @@ class VideoPredictor:
         updated = []
         if need_output:
             for frame_idx in prompted:
-                is_cond = any(o.pending.get(frame_idx) is not None and o.pending[frame_idx].is_cond
-                              for o in state.objects.values())
-                updated.append((frame_idx, self._consolidated_masks(state, frame_idx, is_cond)))
+                updated.append((frame_idx, self._consolidated_masks(state, frame_idx, _pending_is_cond(state, frame_idx))))
         return state.obj_ids, updated
 
     # ---- propagation --------------------------------------------------------------------------------
@@ -226,19 +222,25 @@ class VideoPredictor:
                     self._store(state, entry)
                 (obj.memory.cond if pending.is_cond else obj.memory.non_cond)[frame_idx] = entry
                 if self.clear_non_cond_mem_around_input:
-                    self._clear_non_cond_memory_around(state, frame_idx)
+                    self._clear_non_cond_memory_around(obj, frame_idx)
             obj.pending.clear()
             if not obj.memory.cond:
                 raise PromptError(f"object id {obj.obj_id} has no prompt on any frame: add points, a box or a mask")
             for frame_idx in obj.memory.cond:
                 obj.memory.non_cond.pop(frame_idx, None)
 
-    def _clear_non_cond_memory_around(self, state: InferenceState, frame_idx: int) -> None:
+    def _clear_non_cond_memory_around(self, obj: ObjectState, frame_idx: int) -> None:
+        """Drop ``obj``'s non-conditioning memory within reach of a frame it was prompted on.
+
+        With ``clear_non_cond_mem_around_input`` the frames tracked around a correction may hold outdated
+        appearance of the object. Only the prompted object's memory goes: the official SAM 2.1 predictor calls
+        a per-object ``_clear_obj_non_cond_mem_around_input(state, frame_idx, obj_idx)`` in the same two places
+        (sam2 1.1.0 calls it without defining it, so that flag cannot be run there for comparison).
+        """
         tc = self.model.config.tracker
         reach = tc.memory_temporal_stride * tc.num_maskmem
-        for obj in state.objects.values():
-            for t in range(frame_idx - reach, frame_idx + reach + 1):
-                obj.memory.non_cond.pop(t, None)
+        for t in range(frame_idx - reach, frame_idx + reach + 1):
+            obj.memory.non_cond.pop(t, None)
 
     @torch.inference_mode()
     def propagate_in_video(self, state: InferenceState, start_frame_idx: int | None = None,
@@ -265,7 +267,7 @@ class VideoPredictor:
                     pred = entry.pred_masks.to(state.device)
                     outputs.append(entry)
                     if self.clear_non_cond_mem_around_input:
-                        self._clear_non_cond_memory_around(state, frame_idx)
+                        self._clear_non_cond_memory_around(obj, frame_idx)
                 else:
                     step = self._track(state, obj, frame_idx, feats, is_init_cond_frame=False, reverse=reverse,
                                        run_mem_encoder=True, return_token_attention=routed)
@@ -354,3 +356,8 @@ class VideoPredictor:
         winner = torch.argmax(masks, dim=0, keepdim=True)
         keep = winner == torch.arange(masks.size(0), device=masks.device)[:, None, None, None]
         return torch.where(keep, masks, torch.clamp(masks, max=-10.0))
+
+
+def _pending_is_cond(state: InferenceState, frame_idx: int) -> bool:
+    """Whether a prompt waiting on ``frame_idx`` (any object) makes it a conditioning frame."""
+    return any((p := o.pending.get(frame_idx)) is not None and p.is_cond for o in state.objects.values())

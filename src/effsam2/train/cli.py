@@ -11,9 +11,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
-
 from effsam2.checkpoint import SAFETENSORS_SUFFIX
+from effsam2.devices import check_device
 from effsam2.errors import CheckpointError, Effsam2Error
 
 
@@ -34,7 +33,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--out", required=True, help="output shortcut file (.safetensors)")
     p.add_argument("--image-size", type=int, default=None, help="model input size (default: the model's)")
     p.add_argument("--frames-per-clip", type=int, default=8, help="frames per clip (default 8)")
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate (default 1e-4, as officially)")
     p.add_argument("--save-every", type=int, default=1, help="checkpoint every N clips (default 1)")
     p.add_argument("--seed", type=int, default=0)
@@ -59,16 +58,12 @@ def run(args: argparse.Namespace) -> int:
         raise Effsam2Error("--frames-per-clip must be at least 2 (the first frame is the prompt)")
     if Path(args.out).suffix != SAFETENSORS_SUFFIX:
         raise Effsam2Error(f"--out must be a {SAFETENSORS_SUFFIX} file, got {args.out}")
-    try:
-        config = get_config(args.model, args.image_size)
-    except ValueError as err:
-        raise Effsam2Error(str(err)) from None
+    config = get_config(args.model, args.image_size)  # bad sizes raise ConfigError, a one-line Effsam2Error
     if not isinstance(config.trunk, HieraConfig):
         raise Effsam2Error(f"{args.model} has no Hiera trunk; window routing needs a sam2 / sam2.1 model")
     if args.resume and not state_path(args.out).exists():
         raise Effsam2Error(f"nothing to resume: no training state at {state_path(args.out)}")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise Effsam2Error("--device cuda: CUDA is not available on this machine")
+    check_device(args.device)
     videos = find_videos(args.videos)
     if not Path(args.checkpoint).exists():  # before planning clips, which opens every video
         raise CheckpointError(f"checkpoint not found: {args.checkpoint}")

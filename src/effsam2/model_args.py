@@ -1,0 +1,61 @@
+"""The model options of the subcommands that run a model (``track``, ``eval --model``).
+
+``check_model_args`` checks everything that can be checked without building the model (name, image size,
+checkpoint file, device, accelerations), so a command fails before any slow work; ``build_model_from_args``
+then builds it. The options are read from an argparse namespace with the attributes ``model``,
+``checkpoint``, ``image_size``, ``accel``, ``pool_window``, ``smr_sparsity``, ``swr_shortcut`` and ``device``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from effsam2.accel.spec import AccelSpec
+from effsam2.build import build_model
+from effsam2.configs import ModelConfig, get_config
+from effsam2.devices import check_device
+from effsam2.errors import CheckpointError
+from effsam2.modeling.sam2_model import SAM2Model
+
+__all__ = ["CHECKPOINT_HELP", "accel_from_args", "build_model_from_args", "check_model_args"]
+
+CHECKPOINT_HELP = ("official checkpoints are not bundled: download them from the SAM 2 / SAM 2.1 release "
+                   "(https://github.com/facebookresearch/sam2#download-checkpoints) or EfficientTAM "
+                   "(https://github.com/yformer/EfficientTAM), e.g. with scripts/download_checkpoints.sh, "
+                   "then pass --checkpoint PATH")
+
+
+def accel_from_args(args: argparse.Namespace, config: ModelConfig) -> AccelSpec:
+    """``--accel``, or without it the accelerations of the model's official config (pooled memory attention
+    for ``efficienttam_*_1``, dense for SAM 2); ``--pool-window``/``--smr-sparsity``/``--swr-shortcut`` apply
+    either way."""
+    return AccelSpec.parse(args.accel or config.memory_attention, smr_sparsity=args.smr_sparsity,
+                           swr_shortcut=args.swr_shortcut, pool_window=args.pool_window)
+
+
+def check_model_args(args: argparse.Namespace) -> ModelConfig:
+    """Check the model options without building anything; returns the model's config.
+
+    ``Effsam2Error`` subclasses with one-line messages: unknown model, bad image size, missing checkpoint,
+    unusable device, unknown acceleration or setting.
+    """
+    config = get_config(args.model, args.image_size)
+    if args.checkpoint is None:
+        raise CheckpointError(f"no --checkpoint given: --model {args.model} needs --checkpoint PATH ({CHECKPOINT_HELP})")
+    if not Path(args.checkpoint).exists():
+        raise CheckpointError(f"checkpoint not found: {args.checkpoint} ({CHECKPOINT_HELP})")
+    check_device(args.device)
+    accel_from_args(args, config)
+    return config
+
+
+def build_model_from_args(args: argparse.Namespace, command: str) -> SAM2Model:
+    """The model the options ask for, built and loaded (``command`` names the subcommand in warnings)."""
+    config = get_config(args.model, args.image_size)
+    accel = accel_from_args(args, config)
+    if accel.swr and accel.swr_shortcut is None:
+        print(f"effsam2 {command}: warning: --accel swr without --swr-shortcut: skipped windows get no trained "
+              "shortcut (lower accuracy); train one with `effsam2 train-shortcut`", file=sys.stderr)
+    return build_model(args.model, args.checkpoint, device=args.device, image_size=args.image_size, accel=accel)
