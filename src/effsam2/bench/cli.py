@@ -17,6 +17,7 @@ from effsam2.bench.official import official_available
 from effsam2.bench.report import check_plotting, markdown_table, write_json, write_markdown, write_plot
 from effsam2.bench.runner import DTYPES, BenchOptions, Runner
 from effsam2.configs import HieraConfig, get_config
+from effsam2.devices import check_device
 from effsam2.errors import CheckpointError, Effsam2Error, VideoError
 
 DEFAULT_MODEL = "sam2.1_hiera_t"
@@ -135,10 +136,7 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
     if not 0 <= args.warmup < args.frames:
         raise Effsam2Error(f"--warmup must be in [0, --frames), so a frame is measured, got {args.warmup}")
     device = args.device
-    if not (device == "cpu" or device.startswith("cuda")):
-        raise Effsam2Error(f"--device must be cpu or cuda[:N], got {device!r}")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise Effsam2Error("--device cuda asked for, but torch sees no CUDA device")
+    check_device(device)
     video = Path(args.video) if args.video else default_video()
     if not video.exists():
         raise VideoError(f"video not found: {video}")
