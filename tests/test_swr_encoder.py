@@ -4,7 +4,15 @@ gather/scatter round trips, and the routed span of every Hiera size."""
 import pytest
 import torch
 
-from effsam2.accel.routed_hiera import RoutedSpan, WindowGather, routed_encode, routed_trunk, window_grid
+from effsam2.accel.routed_hiera import (
+    RoutedSpan,
+    WindowGather,
+    dense_trunk_from,
+    routed_encode,
+    routed_trunk,
+    trunk_prefix,
+    window_grid,
+)
 from effsam2.accel.shortcut import WindowShortcut, stage3_width
 from effsam2.accel.window_routing import WindowGrid, WindowSelection
 from effsam2.build import build_from_config, build_model
@@ -145,3 +153,21 @@ def test_selection_must_fit_the_trunk(tiny, frame):
         routed_trunk(tiny.image_encoder.trunk, frame, WindowSelection.all(WindowGrid(32, 32, 16)))
     with pytest.raises(ValueError, match="image size"):
         routed_trunk(tiny.image_encoder.trunk, frame, WindowSelection.all(WindowGrid(64, 64, 14)))
+
+
+def test_a_shared_prefix_gives_the_same_dense_and_routed_maps(tiny, frame):
+    """Shortcut training runs the blocks before the routed span once for both encodings of a frame."""
+    trunk = tiny.image_encoder.trunk
+    selection = WindowSelection.from_indices(window_grid(tiny), [0, 4, 8])
+    shortcut = WindowShortcut(stage3_width(tiny.config)).eval()  # no dropout: two runs must agree
+    with torch.inference_mode():
+        prefix = trunk_prefix(trunk, frame)
+        dense, from_prefix = trunk(frame), dense_trunk_from(trunk, prefix)
+        routed = routed_trunk(trunk, frame, selection, shortcut)
+        routed_from_prefix = routed_trunk(trunk, None, selection, shortcut, prefix)
+    assert len(prefix.outputs) == 2  # stages 1 and 2 end before the routed span
+    assert not torch.equal(dense[2], routed[2])  # routing changed stage 3: the comparison below is not vacuous
+    for d, p in zip(dense, from_prefix, strict=True):
+        assert torch.equal(d, p)
+    for r, p in zip(routed, routed_from_prefix, strict=True):
+        assert torch.equal(r, p)

@@ -117,28 +117,64 @@ def _windowed_block(block: MultiScaleBlock, windows: torch.Tensor, valid: torch.
     return block.mlp_branch(windows)
 
 
-def routed_trunk(trunk: Hiera, images: torch.Tensor, selection: WindowSelection,
-                 shortcut: nn.Module | None = None) -> list[torch.Tensor]:
+@dataclass(frozen=True)
+class TrunkPrefix:
+    """The trunk run up to the routed span: the map entering block ``span.first`` and the stage maps so far.
+
+    Routing does not change these blocks, so the dense and the routed encodings of the same images can
+    share them (shortcut training computes both for every frame).
+    """
+
+    x: torch.Tensor  # (B, H, W, C) map entering the first routed block
+    outputs: tuple[torch.Tensor, ...]  # (B, C_i, H_i, W_i) maps of the stages that ended before it
+
+
+def trunk_prefix(trunk: Hiera, images: torch.Tensor) -> TrunkPrefix:
+    """Patch embedding and the blocks before the routed span, as ``trunk(images)`` computes them."""
+    span = RoutedSpan.for_trunk(trunk)
+    x, outputs = trunk.embed(images), []
+    for i in range(span.first):
+        x = trunk.blocks[i](x)
+        if i in trunk.stage_ends:
+            outputs.append(x.permute(0, 3, 1, 2))
+    return TrunkPrefix(x, tuple(outputs))
+
+
+def dense_trunk_from(trunk: Hiera, prefix: TrunkPrefix) -> list[torch.Tensor]:
+    """The rest of ``trunk(images)`` from its prefix, dense: the same maps as ``trunk(images)``."""
+    x, outputs = prefix.x, list(prefix.outputs)
+    for i in range(RoutedSpan.for_trunk(trunk).first, len(trunk.blocks)):
+        x = trunk.blocks[i](x)
+        if i in trunk.stage_ends:
+            outputs.append(x.permute(0, 3, 1, 2))
+    return outputs
+
+
+def routed_trunk(trunk: Hiera, images: torch.Tensor | None, selection: WindowSelection,
+                 shortcut: nn.Module | None = None, prefix: TrunkPrefix | None = None) -> list[torch.Tensor]:
     """``trunk(images)`` with stage 3 routed: (B, 3, S, S) -> one (B, C_i, H_i, W_i) map per stage.
 
     The selection applies to every image of the batch. ``shortcut`` maps background windows
     (M, w, w, C) -> (M, w, w, C) at the merge block; None passes them through unchanged (untrained).
+    ``prefix`` (from :func:`trunk_prefix`) replaces ``images`` when the blocks before the span already ran.
     """
     span = RoutedSpan.for_trunk(trunk)
     grid = selection.grid
     if grid.window != span.window:
         raise ValueError(f"selection made for window {grid.window}, trunk stage 3 uses {span.window}")
-    x = trunk.embed(images)
+    if prefix is None:
+        prefix = trunk_prefix(trunk, images)
+    x, outputs = prefix.x, list(prefix.outputs)
     batch = x.shape[0]
-    outputs = []
-    for i, block in enumerate(trunk.blocks):
+    for i in range(span.first, len(trunk.blocks)):
+        block = trunk.blocks[i]
         if i == span.first:
             if tuple(x.shape[1:3]) != (grid.height, grid.width):
                 raise ValueError(f"selection made for a {grid.height}x{grid.width} stage-3 map, got "
                                  f"{tuple(x.shape[1:3])} (another image size?)")
             gather = WindowGather(selection, x.device)
             fg, bg = gather.split(x)
-        if span.first <= i < span.merge:
+        if i < span.merge:
             if block.spec.window_size == 0:
                 fg = gather.scatter_tokens(fg, block(gather.gather_tokens(fg, batch)), batch)
             else:
@@ -163,7 +199,11 @@ def routed_encode(model: SAM2Model, images: torch.Tensor, selection: WindowSelec
     """
     if selection is None or selection.is_full:
         return model.encode_image(images)
-    trunk_maps = routed_trunk(model.image_encoder.trunk, images, selection, shortcut)
+    return features_from_trunk(model, routed_trunk(model.image_encoder.trunk, images, selection, shortcut))
+
+
+def features_from_trunk(model: SAM2Model, trunk_maps: list[torch.Tensor]) -> FrameFeatures:
+    """Neck and the decoder's high-resolution projections on trunk maps, as ``model.encode_image`` does."""
     return model.features_from_encoder(model.image_encoder.neck_output(trunk_maps))
 
 

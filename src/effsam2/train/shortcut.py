@@ -34,7 +34,13 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from effsam2.accel.routed_hiera import routed_encode, window_grid
+from effsam2.accel.routed_hiera import (
+    dense_trunk_from,
+    features_from_trunk,
+    routed_trunk,
+    trunk_prefix,
+    window_grid,
+)
 from effsam2.accel.shortcut import WindowShortcut, new_shortcut, save_shortcut
 from effsam2.accel.window_routing import RouterConfig, RouterEvidence, route_windows
 from effsam2.errors import Effsam2Error
@@ -112,6 +118,7 @@ def clip_losses(model: SAM2Model, shortcut: WindowShortcut, frames: list[torch.T
     """
     device = model.device
     grid = window_grid(model)
+    trunk = model.image_encoder.trunk
     num_frames = len(frames)
     memory = ObjectMemory()
     with torch.no_grad():
@@ -125,12 +132,13 @@ def clip_losses(model: SAM2Model, shortcut: WindowShortcut, frames: list[torch.T
     for t in range(1, num_frames):
         image = frames[t].to(device)
         selection = route_windows(grid, evidence, router)
-        with torch.no_grad():
-            feats = model.encode_image(image)
+        with torch.no_grad():  # the blocks before the routed span are computed once, for both encodings
+            prefix = trunk_prefix(trunk, image)
+            feats = features_from_trunk(model, dense_trunk_from(trunk, prefix))  # = model.encode_image(image)
             target = condition_on_memory(model, t, False, feats, memory, num_frames, False)
         if not selection.is_full:
             with torch.set_grad_enabled(backward):
-                routed = routed_encode(model, image, selection, shortcut)
+                routed = features_from_trunk(model, routed_trunk(trunk, None, selection, shortcut, prefix))
                 pred = condition_on_memory(model, t, False, routed, memory, num_frames, False)
                 loss = F.mse_loss(pred, target)
                 if backward:
