@@ -122,12 +122,8 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
     models = list(dict.fromkeys(_split(args.model or [DEFAULT_MODEL])))
     sizes: list[int | None] = _ints(args.image_size, "image sizes", 32) or [None]
     for name in models:
-        config = get_config(name)  # unknown names raise UnknownModelError
         for size in sizes:
-            try:
-                config.with_image_size(size or config.image_size)
-            except ValueError as err:
-                raise Effsam2Error(str(err)) from None
+            get_config(name, size)  # UnknownModelError / ConfigError (bad size), one line each
     spec_options = {"smr_sparsity": args.smr_sparsity, "pool_window": args.pool_window,
                     "swr_shortcut": args.swr_shortcut, "swr_fraction": args.swr_fraction}
     accels = [AccelSpec.parse(text, **spec_options) for text in (_split(args.accel) or ["dense"])]

@@ -10,8 +10,9 @@ Layout of ``out_dir``::
 
 Masks can arrive in any frame order (propagation runs forward, then backward) and a frame can be
 added again (its outputs are replaced). A run that fails or is interrupted (``abort()``) removes the
-files and folders it created, so ``out_dir`` is left as it was (see ``OutputWriter``). Memory stays bounded on long videos: masks are kept only
-as COCO RLE (typically well under 1% of a raw frame per object), never as full arrays.
+files and folders it created, so ``out_dir`` is left as it was (see ``OutputWriter``). Memory stays
+bounded on long videos: masks are kept only as COCO RLE (typically well under 1% of a raw frame per
+object), never as full arrays.
 Overlaps between objects are resolved as in ``labels_from_masks`` (lowest object id wins), the
 same way for the PNGs and the overlay.
 """
