@@ -177,7 +177,7 @@ def test_swr_on_a_vit_model_is_unavailable_not_a_crash():
 
 def test_shortcut_of_another_model_exits_2_before_measuring(tmp_path, capsys):
     from effsam2.accel.shortcut import new_shortcut, save_shortcut
-    from effsam2.configs import get_config
+    from effsam2.registry import get_config
 
     config = get_config("sam2.1_hiera_b+")
     path = tmp_path / "bplus.safetensors"

@@ -10,8 +10,8 @@ import torch
 
 from effsam2.accel.pooled_memory import PooledMemoryBackend
 from effsam2.build import build_model, model_schema
-from effsam2.configs import get_config, list_models
 from effsam2.modeling.memory_attention import DenseMemoryBackend
+from effsam2.registry import get_config, list_models
 
 NAMES = ["efficienttam_ti", "efficienttam_ti_1", "efficienttam_ti_2", "efficienttam_ti_512x512",
          "efficienttam_s", "efficienttam_s_1", "efficienttam_s_2", "efficienttam_s_512x512"]

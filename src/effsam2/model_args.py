@@ -13,11 +13,13 @@ import sys
 from pathlib import Path
 
 from effsam2.accel.spec import AccelSpec
+from effsam2.accel.window_routing import WindowGrid
 from effsam2.build import build_model
-from effsam2.configs import ModelConfig, get_config
+from effsam2.configs import ModelConfig
 from effsam2.devices import check_device
 from effsam2.errors import CheckpointError
 from effsam2.modeling.sam2_model import SAM2Model
+from effsam2.registry import get_config, get_family
 
 __all__ = ["CHECKPOINT_HELP", "accel_from_args", "build_model_from_args", "check_model_args"]
 
@@ -42,12 +44,17 @@ def check_model_args(args: argparse.Namespace) -> ModelConfig:
     unusable device, unknown acceleration or setting.
     """
     config = get_config(args.model, args.image_size)
-    if args.checkpoint is None:
+    family = get_family(config.name)
+    has_shipped = family.shipped_weights is not None and family.shipped_weights(config) is not None
+    if args.checkpoint is None and has_shipped:
+        pass  # the weights that ship with effsam2
+    elif args.checkpoint is None:
         raise CheckpointError(f"no --checkpoint given: --model {args.model} needs --checkpoint PATH ({CHECKPOINT_HELP})")
-    if not Path(args.checkpoint).exists():
+    elif not Path(args.checkpoint).exists():
         raise CheckpointError(f"checkpoint not found: {args.checkpoint} ({CHECKPOINT_HELP})")
     check_device(args.device)
-    accel_from_args(args, config)
+    if accel_from_args(args, config).swr:
+        WindowGrid.for_config(config)  # ConfigError for models without a Hiera trunk
     return config
 
 

@@ -1,19 +1,33 @@
-"""``effsam2 models``: the named models, their family, input size and official checkpoint file."""
+"""``effsam2 models``: the registered models, which one is the default, and where their weights come from."""
 
 from __future__ import annotations
 
-from effsam2.configs import MODELS
+from effsam2.registry import DEFAULT_ALIAS, default_model, get_config, get_family, list_models
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("models", help="list the model names effsam2 knows")
+    p = subparsers.add_parser("models", help="list the model names effsam2 knows (* marks the default)")
     p.set_defaults(func=run)
 
 
+def weights_column(name: str) -> str:
+    """'shipped' when weights come with effsam2, else the official checkpoint file to pass with --checkpoint."""
+    config = get_config(name)
+    family = get_family(name)
+    if family.shipped_weights is not None and family.shipped_weights(config) is not None:
+        return "shipped (no --checkpoint needed)"
+    return f"--checkpoint {config.checkpoint_file}"
+
+
 def run(args) -> int:
-    width = max(len(name) for name in MODELS)
-    print(f"{'model':<{width}}  {'family':<12}  {'size':>5}  {'memory attention':<16}  official checkpoint")
-    for name, cfg in MODELS.items():
-        print(f"{name:<{width}}  {cfg.family:<12}  {cfg.image_size:>5}  {cfg.memory_attention:<16}  "
-              f"{cfg.checkpoint_file}")
+    names = list_models()
+    default = default_model()
+    width = max(len(name) for name in names) + 2
+    print(f"{'model':<{width}}  {'family':<12}  {'size':>5}  {'memory attention':<16}  weights")
+    for name in names:
+        cfg = get_config(name)
+        label = f"{name} *" if name == default else name
+        print(f"{label:<{width}}  {cfg.family:<12}  {cfg.image_size:>5}  {cfg.memory_attention:<16}  "
+              f"{weights_column(name)}")
+    print(f"* the default model ('{DEFAULT_ALIAS}' or no --model)")
     return 0

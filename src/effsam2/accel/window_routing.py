@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from effsam2.configs import HieraConfig, ModelConfig
+from effsam2.errors import ConfigError
 
 STAGE = 2  # routing happens in the third Hiera stage (0-based index 2), the stride-16 map
 
@@ -55,7 +56,8 @@ class WindowGrid:
     def for_config(cls, config: ModelConfig) -> WindowGrid:
         trunk = config.trunk
         if not isinstance(trunk, HieraConfig):
-            raise TypeError(f"window routing needs a Hiera trunk; {config.name} has {type(trunk).__name__}")
+            raise ConfigError(f"sparse window routing (swr) applies to Hiera trunks (sam2 / sam2.1 models) only; "
+                              f"{config.name} has no Hiera trunk")
         # patch embedding (stride 4) then one 2x query pooling per stage change -> stride 16 at stage 3
         stride = 4 * 2**STAGE
         return cls(config.image_size // stride, config.image_size // stride, trunk.window_spec[STAGE])

@@ -6,6 +6,7 @@ Every option is checked before anything is measured; a bad value exits with code
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -16,9 +17,10 @@ from effsam2.bench.frames import default_video
 from effsam2.bench.official import official_available
 from effsam2.bench.report import check_plotting, markdown_table, write_json, write_markdown, write_plot
 from effsam2.bench.runner import DTYPES, BenchOptions, Runner
-from effsam2.configs import HieraConfig, get_config
+from effsam2.configs import HieraConfig
 from effsam2.devices import check_device
 from effsam2.errors import CheckpointError, Effsam2Error, VideoError
+from effsam2.registry import get_config, resolve_name
 
 DEFAULT_MODEL = "sam2.1_hiera_t"
 LOOPS = ("steps", "predictor")
@@ -117,9 +119,26 @@ def _check_output(path: str | None, option: str) -> None:
         raise Effsam2Error(f"{option} {path}: folder {Path(path).parent} does not exist")
 
 
+def write_together(records, outputs: list[tuple[str, object]]) -> None:
+    """Write every output file or none: each goes to a temporary file beside it, all are renamed at the end,
+    so a failure (or Ctrl-C) never leaves new JSON next to an old table or plot."""
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for path, write in outputs:
+            target = Path(path)
+            tmp = target.with_name(f".{target.stem}.effsam2-partial-{os.getpid()}{target.suffix}")
+            staged.append((tmp, target))
+            write(records, tmp)
+        for tmp, target in staged:
+            os.replace(tmp, target)
+    finally:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+
+
 def options_from_args(args: argparse.Namespace) -> BenchOptions:
     """Validate every option (raising Effsam2Error with one line) and build the run's options."""
-    models = list(dict.fromkeys(_split(args.model or [DEFAULT_MODEL])))
+    models = list(dict.fromkeys(resolve_name(m) for m in _split(args.model or [DEFAULT_MODEL])))
     sizes: list[int | None] = _ints(args.image_size, "image sizes", 32) or [None]
     for name in models:
         for size in sizes:
@@ -166,10 +185,7 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
     records = Runner(options).run()
     print(markdown_table(records), end="")  # first, so the results are seen even if a file cannot be written
-    if args.json_path:
-        write_json(records, args.json_path)
-    if args.markdown:
-        write_markdown(records, args.markdown)
-    if args.plot:
-        write_plot(records, args.plot)
+    outputs = [(path, write) for path, write in ((args.json_path, write_json), (args.markdown, write_markdown),
+                                                 (args.plot, write_plot)) if path]
+    write_together(records, outputs)
     return 0

@@ -47,9 +47,10 @@ from effsam2.bench.session import (
 from effsam2.bench.timer import FrameTimer, mean_per_frame
 from effsam2.bench.weights import reference_state
 from effsam2.build import build_model
-from effsam2.configs import HieraConfig, get_config
+from effsam2.configs import HieraConfig
 from effsam2.errors import Effsam2Error
 from effsam2.modeling.sam2_model import SAM2Model
+from effsam2.registry import get_config
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 

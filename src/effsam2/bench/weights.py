@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from effsam2.build import build_model
+from effsam2.registry import get_config, get_family
 
 DESCRIPTION = "random (seed {seed}; noise + object-score bias +4 so objects are tracked)"
 
@@ -48,8 +49,13 @@ def make_tracking_weights(model: nn.Module, seed: int = 0, score_bias: float = 4
 def reference_state(name: str, image_size: int, checkpoint: str | None, seed: int) -> tuple[dict, str]:
     """The weights every row of one model shares (CPU state dict) and a description for the record."""
     torch.manual_seed(seed)
-    model = build_model(name, checkpoint, image_size=image_size)
+    model = build_model(name, checkpoint, image_size=image_size)  # shipped weights when a model has them
     if checkpoint is None:
+        config = get_config(name)
+        family = get_family(name)
+        shipped = family.shipped_weights(config) if family.shipped_weights is not None else None
+        if shipped is not None:
+            return model.state_dict(), f"shipped ({shipped.name})"
         make_tracking_weights(model, seed)
         return model.state_dict(), DESCRIPTION.format(seed=seed)
     return model.state_dict(), str(checkpoint)

@@ -89,7 +89,7 @@ class SAM2Model(nn.Module):
         grid = config.feature_grid
         self.sam_prompt_encoder = PromptEncoder(c, grid, (config.image_size, config.image_size), 16)
         self.sam_mask_decoder = MaskDecoder(
-            c, TwoWayTransformer(depth=2, embedding_dim=c, num_heads=8, mlp_dim=2048),
+            c, TwoWayTransformer(depth=2, embedding_dim=c, num_heads=8, mlp_dim=config.decoder_mlp_dim),
             use_high_res_features=config.use_high_res_features,
             iou_prediction_use_sigmoid=tc.iou_prediction_use_sigmoid, pred_obj_scores=True,
             pred_obj_scores_mlp=True, use_multimask_token_for_obj_ptr=tc.use_multimask_token_for_obj_ptr,

@@ -14,6 +14,8 @@ EfficientRoPEAttention1) for ``_1`` and ``"pool-sdpa"`` (EfficientRoPEAttention2
 from __future__ import annotations
 
 from effsam2.configs import SAM2_0_TRACKER, ModelConfig, ViTConfig
+from effsam2.modeling.vit import build_vit_encoder
+from effsam2.registry import ModelFamily, register_family
 
 # Plain ViT trunks: patch 16, depth 12, 14x14 windows in all blocks except 2, 5, 8, 11 (global).
 VIT_TI = ViTConfig(embed_dim=192, num_heads=3)
@@ -28,8 +30,8 @@ _VARIANTS = (
 )
 
 
-def efficienttam_models() -> dict[str, ModelConfig]:
-    """The 8 official EfficientTAM configs by name (efficienttam_ti, efficienttam_s_1, ...)."""
+def efficienttam_configs() -> tuple[ModelConfig, ...]:
+    """The 8 official EfficientTAM configs (efficienttam_ti, efficienttam_s_1, ...)."""
     models = {}
     for size, trunk in (("ti", VIT_TI), ("s", VIT_S)):
         for suffix, image_size, memory_attention in _VARIANTS:
@@ -38,4 +40,8 @@ def efficienttam_models() -> dict[str, ModelConfig]:
                 name=name, family="efficienttam", trunk=trunk, checkpoint_file=f"{name}.pt",
                 image_size=image_size, use_high_res_features=False, tracker=SAM2_0_TRACKER,
                 memory_attention=memory_attention)
-    return models
+    return tuple(models.values())
+
+
+register_family(ModelFamily("efficienttam", efficienttam_configs(), build_vit_encoder,
+                            description="EfficientTAM (official checkpoints)"))
