@@ -34,7 +34,7 @@ from effsam2.io.png_labels import read_label_png
 __all__ = ["DavisSequence", "SavSequence", "VOSDataset", "VOSSequence", "open_dataset", "read_split_file"]
 
 VOID_ID = 255
-_RESOLUTIONS = ("480p", "Full-Resolution", "1080p")
+_RESOLUTIONS = ("480p", "360p", "Full-Resolution", "1080p")
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
@@ -103,6 +103,11 @@ class DavisSequence(VOSSequence):
     @property
     def frames(self) -> tuple[str, ...]:
         return tuple(self._images) if self._images else self._annotated
+
+    @property
+    def mask_frames(self) -> tuple[str, ...]:
+        """The frames that have a mask file."""
+        return self._annotated
 
     @cached_property
     def object_ids(self) -> tuple[int, ...]:

@@ -188,7 +188,7 @@ def _load_state(path: Path, settings: TrainSettings) -> dict:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unreadable state is the same problem for the user
-        raise Effsam2Error(f"cannot read training state {path} ({str(err).splitlines()[0][:100]}); "
+        raise Effsam2Error(f"cannot read training state {path} ({type(err).__name__}); "
                            "delete it or pass --fresh to start over") from None
     if not isinstance(payload, dict) or payload.get("format") != STATE_FORMAT:
         raise Effsam2Error(f"{path} is not a shortcut training state; delete it or pass --fresh")

@@ -1,0 +1,115 @@
+"""``effsam2 train``: train (or fine-tune) a tracker on DAVIS-style folders with SAM 2's video recipe.
+
+    effsam2 train --data ../shared/data/davis2016-train --out runs/lite0 --steps 600 \\
+        --export src/effsam2/weights/effsam2_lite0.safetensors
+
+An interrupted run resumes when the same command is run again; --fresh starts over.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from effsam2.checkpoint import SAFETENSORS_SUFFIX
+from effsam2.devices import check_device
+from effsam2.dtypes import DTYPE_CHOICES
+from effsam2.errors import CheckpointError, DatasetError, Effsam2Error
+
+# held out from training by default: their validation J picks the best checkpoint of a run
+DEFAULT_VAL_SEQUENCES = ("dance-jump", "kite-walk", "motorbike")
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train", help="train or fine-tune a tracker on annotated videos (SAM 2's video training recipe)",
+        description="Train a model on DAVIS-style folders (JPEGImages/ + Annotations/ + ImageSets/): 8-frame "
+                    "clips with augmentation and synthetic clips from single frames, the first frame prompted "
+                    "by a mask, a box or clicks, corrective clicks, focal+dice / IoU / object-score losses. "
+                    "Never train on the sequences you evaluate on.",
+        epilog="The run folder (--out) holds last.safetensors, best.safetensors (best held-out J), "
+               "train-state.pt, loss.csv and loss.png. Running the same command again resumes.")
+    p.add_argument("--model", default="default", help="model to train (default: effsam2's own model)")
+    p.add_argument("--checkpoint", default=None,
+                   help="start from these weights (an official checkpoint to fine-tune; default: the model's "
+                        "initialisation, i.e. the ImageNet trunk and fresh heads for effsam2's own model)")
+    p.add_argument("--data", required=True, help="training data folder (DAVIS layout)")
+    p.add_argument("--split", default=None, help="split file or name (default: ImageSets/train.txt, else all)")
+    p.add_argument("--val-sequences", default=",".join(DEFAULT_VAL_SEQUENCES),
+                   help="comma list of training sequences held out for validation ('' for none; "
+                        f"default {','.join(DEFAULT_VAL_SEQUENCES)})")
+    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--steps", type=int, default=600, help="optimisation steps (default 600)")
+    p.add_argument("--batch-size", type=int, default=4, help="clips per step (default 4)")
+    p.add_argument("--frames", type=int, default=8, help="frames per clip (default 8)")
+    p.add_argument("--lr", type=float, default=3e-4, help="AdamW peak learning rate (default 3e-4)")
+    p.add_argument("--image-size", type=int, default=None, help="input size (default: the model's)")
+    p.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto",
+                   help="autocast dtype (auto: bf16 on CUDA and CPUs with native bf16, else fp32)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val-every", type=int, default=100, help="validate every N steps (default 100)")
+    p.add_argument("--save-every", type=int, default=25, help="save the run every N steps (default 25)")
+    p.add_argument("--export", default=None, metavar="FILE.safetensors",
+                   help="at the end, write the best weights here in fp16 (the file effsam2 ships)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--resume", action="store_true", default=None, help="require an existing run to resume")
+    group.add_argument("--fresh", action="store_true", help="discard an existing run in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from effsam2.build import build_model
+    from effsam2.dtypes import resolve_dtype
+    from effsam2.registry import get_config
+    from effsam2.train.clip_sampler import ClipSettings
+    from effsam2.train.export import export_weights
+    from effsam2.train.vos_data import load_videos, sequence_names
+    from effsam2.train.vos_trainer import TrainSettings, state_file, train
+
+    for name in ("steps", "batch_size", "val_every", "save_every"):
+        if getattr(args, name) < 1:
+            raise Effsam2Error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.frames < 2:
+        raise Effsam2Error("--frames must be at least 2 (the first frame is the prompt)")
+    if args.export is not None and Path(args.export).suffix != SAFETENSORS_SUFFIX:
+        raise Effsam2Error(f"--export must be a {SAFETENSORS_SUFFIX} file, got {args.export}")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise Effsam2Error(f"--out {args.out} is a file, not a folder")
+    config = get_config(args.model, args.image_size)
+    device = check_device(args.device)
+    if args.checkpoint is not None and not Path(args.checkpoint).exists():
+        raise CheckpointError(f"checkpoint not found: {args.checkpoint}")
+    if args.resume and not state_file(Path(args.out)).exists():
+        raise Effsam2Error(f"nothing to resume: no {state_file(Path(args.out))}")
+    names = sequence_names(args.data, args.split)
+    val = tuple(v for v in args.val_sequences.split(",") if v)
+    unknown = [v for v in val if v not in names]
+    if unknown:
+        raise DatasetError(f"--val-sequences: {', '.join(unknown)} not in {args.data}")
+    train_names = tuple(n for n in names if n not in val)
+    if not train_names:
+        raise DatasetError(f"no training sequences left in {args.data} after holding out {', '.join(val)}")
+    videos = load_videos(args.data, list(train_names), config.image_size)
+    val_videos = load_videos(args.data, list(val), config.image_size)
+    model = build_model(config.name, args.checkpoint, device=device, image_size=config.image_size)
+    dtype = resolve_dtype(args.dtype, device)
+    settings = TrainSettings(
+        model=config.name, image_size=config.image_size, data=str(Path(args.data).resolve()),
+        train_sequences=train_names, val_sequences=val, steps=args.steps, batch_size=args.batch_size,
+        lr=args.lr, seed=args.seed, dtype=dtype, val_every=args.val_every,
+        clips=ClipSettings(frames=args.frames))
+    print(f"effsam2 train: {config.name} at {config.image_size}px, {len(videos)} training sequences "
+          f"({sum(v.num_frames for v in videos)} frames), {len(val_videos)} held out, {dtype}, {device}")
+    resume = False if args.fresh else args.resume
+    history = train(model, videos, val_videos, settings, args.out, resume=resume, save_every=args.save_every,
+                    progress=not args.quiet)
+    best = [r["val_j"] for r in history if r.get("val_j") is not None]
+    print(f"effsam2 train: {len(history)} steps, last loss {history[-1]['loss']:.4f}"
+          + (f", best held-out J {max(best):.4f}" if best else "") + f"; run in {args.out}")
+    if args.export is not None:
+        source = Path(args.out) / ("best.safetensors" if best else "last.safetensors")
+        export_weights(source, args.export, config.name)
+        print(f"effsam2 train: wrote {args.export} (fp16) from {source.name}")
+    return 0

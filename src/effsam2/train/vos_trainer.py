@@ -1,0 +1,216 @@
+"""``effsam2 train``'s loop: SAM 2's video training recipe on DAVIS-style folders, resumable bit for bit.
+
+Each step draws B clips (``clip_sampler``) with a generator seeded by (seed, step), so the data position
+is the step number itself and a resumed run sees the same clips; torch's RNG is reseeded the same way.
+AdamW with linear warm-up and a cosine decay to a tenth, weight decay off for biases and norms, gradient
+clipping; parameters whose ``requires_grad`` is off (a frozen trunk) are not trained. bf16 autocast on
+CUDA and on CPUs with native bf16 (``--dtype``).
+
+The run folder holds: ``last.safetensors`` (the trained weights, as ``build_model`` loads them),
+``best.safetensors`` (best held-out validation J so far), ``train-state.pt`` (optimizer, step, history),
+``loss.csv`` and ``loss.png``, ``settings.json``. Every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from effsam2.build import trained_state_dict
+from effsam2.checkpoint import save_state_dict
+from effsam2.errors import Effsam2Error
+from effsam2.io.atomic import atomic_path, atomic_write
+from effsam2.modeling.sam2_model import SAM2Model
+from effsam2.train.clip_sampler import ClipSettings, sample_clip
+from effsam2.train.prompts import PromptSettings
+from effsam2.train.validate import validation_j
+from effsam2.train.vos_data import TrainVideo
+from effsam2.train.vos_step import clip_loss, normalise
+
+STATE_FORMAT = "effsam2-train-state-v1"
+CSV_COLUMNS = ("step", "loss", "focal", "dice", "iou", "score", "train_iou", "lr", "val_j")
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Everything that defines a run; all of it but ``steps`` must match to resume."""
+
+    model: str
+    image_size: int
+    data: str
+    train_sequences: tuple[str, ...]
+    val_sequences: tuple[str, ...]
+    steps: int
+    batch_size: int = 4
+    lr: float = 3e-4
+    weight_decay: float = 0.05
+    warmup: int = 50
+    grad_clip: float = 1.0
+    seed: int = 0
+    dtype: str = "fp32"
+    val_every: int = 100
+    val_frames: int = 40
+    clips: ClipSettings = field(default_factory=ClipSettings)
+    prompts: PromptSettings = field(default_factory=PromptSettings)
+
+    def fingerprint(self) -> dict:
+        d = asdict(self)
+        d.pop("steps")
+        return json.loads(json.dumps(d))  # tuples -> lists, as read back from JSON
+
+
+def lr_at(step: int, s: TrainSettings) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine from ``lr`` to ``lr / 10`` at the last step."""
+    if step < s.warmup:
+        return s.lr * (step + 1) / s.warmup
+    progress = (step - s.warmup) / max(s.steps - s.warmup, 1)
+    return s.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def make_optimizer(model: SAM2Model, s: TrainSettings) -> torch.optim.AdamW:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
+    return torch.optim.AdamW([{"params": decay, "weight_decay": s.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=s.lr)
+
+
+def autocast(device: torch.device, dtype: str):
+    enabled = dtype == "bf16"
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def train_step(model: SAM2Model, optimizer: torch.optim.Optimizer, videos: list[TrainVideo], step: int,
+               s: TrainSettings) -> dict[str, float]:
+    """One optimisation step on B clips drawn for ``step``; returns the logged numbers."""
+    rng = np.random.default_rng([s.seed, step])
+    torch.manual_seed(s.seed * 1_000_003 + step)
+    device = model.device
+    clips = [sample_clip(rng, videos, s.clips) for _ in range(s.batch_size)]
+    frames = torch.stack([c[0] for c in clips], 1).to(device)
+    masks = torch.stack([c[1] for c in clips], 1).to(device)
+    lr = lr_at(step, s)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    model.train()
+    with autocast(device, s.dtype):
+        loss = clip_loss(model, rng, normalise(frames), masks, s.prompts)
+    optimizer.zero_grad(set_to_none=True)
+    loss.total.backward()
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    torch.nn.utils.clip_grad_norm_(params, s.grad_clip)
+    optimizer.step()
+    return {"step": step, "loss": float(loss.total.detach()), **loss.terms, "train_iou": loss.mean_iou, "lr": lr}
+
+
+def state_file(out_dir: Path) -> Path:
+    return out_dir / "train-state.pt"
+
+
+def save_run(model: SAM2Model, optimizer, s: TrainSettings, out_dir: Path, next_step: int, history: list[dict],
+             best: float | None) -> None:
+    """Weights first, then the state that points past them: a crash between the two loses nothing."""
+    weights = trained_state_dict(model)
+    meta = {"model": s.model, "image_size": str(s.image_size), "step": str(next_step)}
+    save_state_dict(weights, out_dir / "last.safetensors", metadata=meta)
+    state = {"format": STATE_FORMAT, "settings": s.fingerprint(), "next_step": next_step,
+             "model": weights, "optimizer": optimizer.state_dict(), "history": history, "best_val_j": best}
+    with atomic_path(state_file(out_dir)) as tmp:
+        torch.save(state, tmp)
+    write_curve(history, out_dir)
+
+
+def load_run(model: SAM2Model, optimizer, s: TrainSettings, out_dir: Path) -> tuple[int, list[dict], float | None]:
+    try:
+        state = torch.load(state_file(out_dir), map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable state is the same problem for the user
+        raise Effsam2Error(f"cannot resume: {state_file(out_dir)} is unreadable ({type(err).__name__})") from None
+    if state.get("format") != STATE_FORMAT:
+        raise Effsam2Error(f"cannot resume: {state_file(out_dir)} is not an effsam2 train state")
+    if state["settings"] != s.fingerprint():
+        changed = sorted(k for k in s.fingerprint() if state["settings"].get(k) != s.fingerprint()[k])
+        raise Effsam2Error(f"cannot resume {out_dir}: the run was started with other settings "
+                           f"({', '.join(changed)}); use --fresh or another --out")
+    model.load_state_dict(state["model"], strict=False)
+    optimizer.load_state_dict(state["optimizer"])
+    return state["next_step"], state["history"], state["best_val_j"]
+
+
+def write_curve(history: list[dict], out_dir: Path) -> None:
+    """loss.csv always; loss.png when matplotlib is installed (the [demo] extra)."""
+    lines = [",".join(CSV_COLUMNS)]
+    for row in history:
+        lines.append(",".join("" if row.get(c) is None else f"{row[c]:.6g}" for c in CSV_COLUMNS))
+    with atomic_write(out_dir / "loss.csv", "w") as f:
+        f.write("\n".join(lines) + "\n")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    steps = [r["step"] for r in history]
+    losses = np.array([r["loss"] for r in history])
+    window = max(1, min(25, len(losses) // 10 or 1))
+    smooth = np.convolve(losses, np.ones(window) / window, mode="valid") if len(losses) >= window else losses
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(steps, losses, alpha=0.3, label="loss")
+    ax.plot(steps[window - 1:], smooth, label=f"loss ({window}-step mean)")
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    val = [(r["step"], r["val_j"]) for r in history if r.get("val_j") is not None]
+    if val:
+        ax2 = ax.twinx()
+        ax2.plot(*zip(*val), "o-", color="tab:green", label="held-out J")
+        ax2.set_ylabel("held-out validation J")
+        ax2.set_ylim(0, 1)
+    ax.legend(loc="upper right")
+    fig.tight_layout()
+    with atomic_path(out_dir / "loss.png") as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+
+
+def train(model: SAM2Model, videos: list[TrainVideo], val_videos: list[TrainVideo], s: TrainSettings,
+          out_dir: str | os.PathLike, *, resume: bool | None = None, save_every: int = 25,
+          progress: bool = True) -> list[dict]:
+    """Run (or resume) ``s.steps`` steps; ``resume=None`` resumes when a state exists, False starts over."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    optimizer = make_optimizer(model, s)
+    start, history, best = 0, [], None
+    if resume is not False and state_file(out_dir).exists():
+        start, history, best = load_run(model, optimizer, s, out_dir)
+    elif resume:
+        raise Effsam2Error(f"nothing to resume: no {state_file(out_dir)}")
+    with atomic_write(out_dir / "settings.json", "w") as f:
+        f.write(json.dumps(s.fingerprint() | {"steps": s.steps}, indent=1) + "\n")
+    bar = tqdm(range(start, s.steps), initial=start, total=s.steps, desc="train", disable=not progress,
+               dynamic_ncols=True)
+    running = None
+    for step in bar:
+        row = train_step(model, optimizer, videos, step, s)
+        running = row["loss"] if running is None else 0.95 * running + 0.05 * row["loss"]
+        last = step + 1 == s.steps
+        if val_videos and ((step + 1) % s.val_every == 0 or last):
+            row["val_j"] = validation_j(model, val_videos, s.val_frames)
+            if best is None or row["val_j"] > best:
+                best = row["val_j"]
+                save_state_dict(trained_state_dict(model), out_dir / "best.safetensors",
+                                metadata={"model": s.model, "step": str(step + 1), "val_j": f"{best:.4f}"})
+        history.append(row)
+        bar.set_postfix(loss=f"{running:.3f}", iou=f"{row['train_iou']:.2f}",
+                        val=f"{best:.3f}" if best is not None else "-")
+        if (step + 1) % save_every == 0 or last:
+            save_run(model, optimizer, s, out_dir, step + 1, history, best)
+    return history

@@ -1,0 +1,158 @@
+"""`effsam2 train` on a few real frames: the loss goes down, an interrupted run resumes bit for bit, and bad
+input is a one-line error that leaves nothing behind."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from effsam2.build import build_model
+from effsam2.checkpoint import read_state_dict
+from effsam2.cli import main
+from effsam2.train import vos_trainer
+from effsam2.train.clip_sampler import ClipSettings, sample_clip
+from effsam2.train.vos_data import load_videos
+from effsam2.train.vos_trainer import TrainSettings, make_optimizer, train, train_step
+
+SIZE = 128
+SEQUENCES = ("bear", "boat", "elephant")
+FRAMES = 6
+
+
+@pytest.fixture(scope="module")
+def tiny_davis(shared_dir, tmp_path_factory):
+    """Three real training sequences, their first frames only, in the DAVIS layout."""
+    src = shared_dir / "data" / "davis2016-train"
+    root = tmp_path_factory.mktemp("davis_tiny")
+    for name in SEQUENCES:
+        for kind, suffix in (("JPEGImages", ".jpg"), ("Annotations", ".png")):
+            out = root / kind / "360p" / name
+            out.mkdir(parents=True)
+            for i in range(FRAMES):
+                shutil.copy(src / kind / "360p" / name / f"{i:05d}{suffix}", out)
+    (root / "ImageSets").mkdir()
+    (root / "ImageSets" / "train.txt").write_text("\n".join(SEQUENCES) + "\n")
+    return root
+
+
+def settings(root, steps: int, **kw) -> TrainSettings:
+    base = {"model": "effsam2_lite0", "image_size": SIZE, "data": str(root), "train_sequences": SEQUENCES[:2],
+            "val_sequences": SEQUENCES[2:], "steps": steps, "batch_size": 1, "warmup": 1, "val_every": 2,
+            "val_frames": 4, "clips": ClipSettings(frames=3)}
+    return TrainSettings(**(base | kw))
+
+
+def test_clips_are_real_masked_frames(tiny_davis):
+    videos = load_videos(tiny_davis, list(SEQUENCES), SIZE)
+    assert videos[0].frames.shape == (FRAMES, SIZE, SIZE, 3) and videos[0].masks.shape == (FRAMES, 1, SIZE, SIZE)
+    for step in range(6):
+        frames, masks = sample_clip(np.random.default_rng([0, step]), videos, ClipSettings(frames=3))
+        assert frames.shape == (3, 3, SIZE, SIZE) and masks.shape == (3, 1, SIZE, SIZE)
+        assert 0 <= frames.min() and frames.max() <= 1 and frames.std() > 0.05
+        assert 0 < masks[0].mean() < 1  # the prompt frame shows the object
+    a = sample_clip(np.random.default_rng([0, 3]), videos, ClipSettings(frames=3))
+    b = sample_clip(np.random.default_rng([0, 3]), videos, ClipSettings(frames=3))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])  # the step decides the clip
+
+
+def test_training_lowers_the_loss_on_real_frames(tiny_davis):
+    s = settings(tiny_davis, steps=100, lr=1e-3)
+    videos = load_videos(tiny_davis, list(s.train_sequences), SIZE)
+    torch.manual_seed(0)
+    model = build_model("effsam2_lite0", image_size=SIZE)
+    optimizer = make_optimizer(model, s)
+    # the same step index draws the same clip and prompt: the model must fit it
+    losses = [train_step(model, optimizer, videos, 7, s)["loss"] for _ in range(12)]
+    assert np.isfinite(losses).all()
+    assert np.mean(losses[-3:]) < 0.7 * np.mean(losses[:3]), losses
+    assert not any(p.grad is not None for p in model.image_encoder.trunk.parameters())  # the trunk is frozen
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_an_interrupted_run_resumes_bit_for_bit(tiny_davis, tmp_path, monkeypatch):
+    s = settings(tiny_davis, steps=4)
+    videos = load_videos(tiny_davis, list(s.train_sequences), SIZE)
+    val = load_videos(tiny_davis, list(s.val_sequences), SIZE)
+
+    def fresh_model():
+        torch.manual_seed(0)
+        return build_model("effsam2_lite0", image_size=SIZE)
+
+    straight = train(fresh_model(), videos, val, s, tmp_path / "straight", save_every=2, progress=False)
+
+    real_step = vos_trainer.train_step
+
+    def interrupted(model, optimizer, videos, step, s):
+        if step == 2:
+            raise Interrupt
+        return real_step(model, optimizer, videos, step, s)
+
+    monkeypatch.setattr(vos_trainer, "train_step", interrupted)
+    with pytest.raises(Interrupt):
+        train(fresh_model(), videos, val, s, tmp_path / "resumed", save_every=2, progress=False)
+    assert read_state_dict(tmp_path / "resumed" / "last.safetensors") is not None
+    monkeypatch.setattr(vos_trainer, "train_step", real_step)
+    # a new process: a model that has not seen the first run, resuming from the run folder
+    resumed = train(fresh_model(), videos, val, s, tmp_path / "resumed", save_every=2, progress=False)
+    assert [r["loss"] for r in resumed] == [r["loss"] for r in straight]
+    a = read_state_dict(tmp_path / "straight" / "last.safetensors")
+    b = read_state_dict(tmp_path / "resumed" / "last.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert (tmp_path / "resumed" / "loss.csv").read_text() == (tmp_path / "straight" / "loss.csv").read_text()
+    assert (tmp_path / "resumed" / "best.safetensors").exists()
+
+
+def test_resuming_with_other_settings_is_refused(tiny_davis, tmp_path, capsys):
+    out = tmp_path / "run"
+    base = ["train", "--data", str(tiny_davis), "--out", str(out), "--image-size", str(SIZE), "--steps", "1",
+            "--batch-size", "1", "--frames", "3", "--val-sequences", "elephant", "--quiet"]
+    assert main(base) == 0, capsys.readouterr().err
+    assert {p.name for p in out.iterdir()} == {"last.safetensors", "best.safetensors", "train-state.pt",
+                                                "loss.csv", "loss.png", "settings.json"}
+    code = main(base[:-1] + ["--lr", "1e-2", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "other settings (lr)" in err and len(err.strip().splitlines()) == 1
+
+
+def _mismatched(tiny_davis, tmp_path, kind):
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_davis, bad)
+    seq = bad / "Annotations" / "360p" / "boat"
+    if kind == "missing":
+        (seq / "00003.png").unlink()
+    else:
+        Image.open(seq / "00002.png").resize((320, 180)).save(seq / "00002.png")
+    return bad
+
+
+@pytest.mark.parametrize("case,expected", [
+    ("no-data", "training data folder not found"),
+    ("missing-mask", "boat: 1 of 6 frames have no mask (first: 00003)"),
+    ("mask-size", "boat: mask 00002.png is 320x180, its frame 640x360"),
+    ("unknown-model", "unknown model name 'sam3'"),
+    ("bad-val", "--val-sequences: nope not in"),
+])
+def test_bad_input_is_one_line_and_leaves_nothing(case, expected, tiny_davis, tmp_path, capsys):
+    data, model = tiny_davis, "default"
+    if case == "no-data":
+        data = tmp_path / "nothing"
+    elif case == "missing-mask":
+        data = _mismatched(tiny_davis, tmp_path, "missing")
+    elif case == "mask-size":
+        data = _mismatched(tiny_davis, tmp_path, "size")
+    elif case == "unknown-model":
+        model = "sam3"
+    out = tmp_path / "run"
+    args = ["train", "--data", str(data), "--out", str(out), "--model", model, "--image-size", str(SIZE),
+            "--steps", "1", "--quiet", "--val-sequences", "nope" if case == "bad-val" else "elephant"]
+    code = main(args)
+    err = capsys.readouterr().err
+    assert code == 2 and expected in err and len(err.strip().splitlines()) == 1, err
+    assert not out.exists()
