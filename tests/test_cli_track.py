@@ -98,10 +98,10 @@ def test_a_run_failing_mid_video_leaves_out_as_it_was(davis_dir, tiny_checkpoint
     (out / "masks" / "00004.png").write_bytes(b"an earlier run's frame 4")
     (out / "notes.txt").write_text("mine")
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    code, _, err = run_cli(track_args(frames, tiny_checkpoint, out, "--point", "400,200", "--format", "png,rle,mp4"),
-                           capsys)
+    code, _, err = run_cli(track_args(frames, tiny_checkpoint, out, "--point", "400,200", "--format", "png,rle,mp4",
+                                      "--overwrite"), capsys)
     assert code == 2 and "00003.jpg" in err and len(err.strip().splitlines()) == 1, err
-    # frames 0..2 were written before frame 3 failed to decode; they are removed again
+    # frames 0..2 were staged before frame 3 failed to decode; the staging folder is removed
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     assert sorted(p.name for p in out.rglob("*")) == ["00004.png", "masks", "notes.txt"]
 
@@ -219,7 +219,7 @@ def test_model_and_checkpoint_errors(model, checkpoint, expected, short_clip, ti
 
 
 def test_models_command_lists_every_model(capsys):
-    from effsam2.configs import list_models
+    from effsam2.registry import list_models
 
     code, out, _ = run_cli(["models"], capsys)
     assert code == 0

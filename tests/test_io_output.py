@@ -55,9 +55,10 @@ def test_out_of_order_adds_write_everything(tmp_path, source):
     with OutputWriter(out, "png,rle,mp4", source) as writer:
         for i in order:
             writer.add(i, masks_for(i))
-            assert (out / "masks" / f"{i:05d}.png").exists()  # each PNG written as it arrives
+            assert (writer.staging_dir / "masks" / f"{i:05d}.png").exists()  # each PNG written as it arrives
         writer.add(5, {1: masks_for(5)[1]})  # the prompt frame again: replaces object set
-        assert not (out / "masks.json").exists() and not (out / "overlay.mp4").exists()
+        assert not out.exists()  # staged beside --out until the run completes
+    assert not writer.staging_dir.exists()
 
     expected = {i: masks_for(i) for i in order}
     expected[5] = {1: masks_for(5)[1]}
@@ -124,7 +125,7 @@ def test_exception_removes_what_the_run_wrote(tmp_path, source):
     with pytest.raises(RuntimeError), OutputWriter(out, ("png", "rle", "mp4"), source) as writer:
         writer.add(0, masks_for(0))
         writer.add(1, masks_for(1))
-        assert (out / "masks" / "00001.png").exists()
+        assert (writer.staging_dir / "masks" / "00001.png").exists()
         raise RuntimeError("propagation failed")
     assert tree(tmp_path) == {}  # PNGs and the folders the writer made are gone
     with pytest.raises(ValueError, match="closed"):
@@ -137,11 +138,28 @@ def test_abort_leaves_what_existed_before(tmp_path, source):
     (tmp_path / "masks" / "00009.png").write_bytes(b"an earlier run's frame 9")
     (tmp_path / "masks.json").write_text("an earlier run's masks")
     before = tree(tmp_path)
-    with pytest.raises(KeyboardInterrupt), OutputWriter(tmp_path, ("png", "rle"), source) as writer:
+    with pytest.raises(Effsam2Error, match="not empty"):
+        OutputWriter(tmp_path, ("png", "rle"), source)  # never mixes two runs in one folder
+    with pytest.raises(KeyboardInterrupt), OutputWriter(tmp_path, ("png", "rle"), source, overwrite=True) as w:
         for i in range(3):
-            writer.add(i, masks_for(i))
+            w.add(i, masks_for(i))
         raise KeyboardInterrupt
     assert tree(tmp_path) == before
+    assert not w.staging_dir.exists()
+
+
+def test_overwrite_replaces_the_folder_whole(tmp_path, source):
+    out = tmp_path / "out"
+    with OutputWriter(out, ("png", "rle"), source) as writer:
+        for i in range(6):
+            writer.add(i, masks_for(i))
+    (out / "notes.txt").write_text("mine")
+    with OutputWriter(out, ("png", "rle"), source, overwrite=True) as writer:
+        for i in range(3):
+            writer.add(i, {1: masks_for(i)[1]})
+    assert sorted(tree(out)) == ["masks", "masks.json", "masks/00000.png", "masks/00001.png", "masks/00002.png"]
+    assert read_rle_json(out / "masks.json").frame_indices() == [0, 1, 2]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no staging or old folder left
 
 
 class FailingSource(ArrayFrameSource):
@@ -191,8 +209,8 @@ def test_validation(tmp_path, source):
     with pytest.raises(ValueError, match="expected"):
         writer.add(0, {1: np.zeros((H, W + 1), bool)})
     writer.add(0, {})  # no object visible: an all-background PNG
-    assert (read_label_png(tmp_path / "o" / "masks" / "00000.png") == 0).all()
     writer.close()
+    assert (read_label_png(tmp_path / "o" / "masks" / "00000.png") == 0).all()
     rle_only = OutputWriter(tmp_path / "r", "rle", source)
     rle_only.add(0, {300: np.ones((H, W), bool)})  # RLE has no 255 limit
     rle_only.close()

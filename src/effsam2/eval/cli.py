@@ -7,13 +7,17 @@ Prints the markdown table on stdout, notes on stderr, and optionally writes
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import shutil
 import sys
 from pathlib import Path
 
 from effsam2.errors import Effsam2Error
 from effsam2.eval.datasets import open_dataset
+from effsam2.eval.prompts import PROMPT_KINDS
 from effsam2.eval.report import format_markdown, write_json, write_results
 from effsam2.eval.scoring import score_dataset
+from effsam2.io.output import check_output_folder, staging_folder, swap_in
 
 __all__ = ["add_parser", "run"]
 
@@ -24,8 +28,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "eval",
         help="score predicted masks against DAVIS / SA-V ground truth (J, F, J&F)",
         description=(
-            "Score predictions (<pred>/<seq>/<frame>.png label maps, or SA-V style "
-            "<pred>/<seq>/<obj>/<frame>.png) with the DAVIS semi-supervised protocol: each object's "
+            "Score predictions (<pred>/<seq>/<frame>.png label maps, effsam2 track results "
+            "<pred>/<seq>/masks/<frame>.png, or SA-V style <pred>/<seq>/<obj>/<frame>.png) with the DAVIS "
+            "semi-supervised protocol: each object's "
             "first and last annotated frames are skipped; 'global' is the mean over all objects "
             "(the official number), 'mean of sequences' weighs sequences equally."
         ),
@@ -49,7 +54,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     model.add_argument("--swr-shortcut", help="trained SWR shortcut (.safetensors)")
     model.add_argument("--image-size", type=int, help="model input size (default: the model's)")
     model.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    parser.add_argument("--out", metavar="DIR", help="write results.json, results.csv, results.md here")
+    model.add_argument("--prompt", choices=PROMPT_KINDS, default="mask",
+                       help="first-frame prompt from the ground truth: mask (the semi-supervised protocol, "
+                            "default), box (its bounding box) or click (one click at its deepest point)")
+    parser.add_argument("--out", metavar="DIR", help="write results.json, results.csv, results.md (and with "
+                        "--model the predictions) here; the folder is written whole when the run completes")
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out whole")
     parser.add_argument("--json", metavar="PATH", help="write the summary JSON here")
     parser.set_defaults(func=run)
     return parser
@@ -59,37 +69,48 @@ def run(args: argparse.Namespace) -> int:
     """Run the evaluation; user errors propagate as Effsam2Error (exit code 2 in the dispatcher)."""
     if (args.predictions is None) == (args.model is None):
         raise Effsam2Error("give either --predictions DIR (score existing masks) or --model NAME (run a model)")
+    if args.out:
+        check_output_folder(args.out, args.overwrite)
+    if args.json and not Path(args.json).resolve().parent.is_dir():
+        raise Effsam2Error(f"--json {args.json}: folder {Path(args.json).parent} does not exist")
     dataset = open_dataset(args.dataset)
     sequences = None
     if args.sequences:
         sequences = [name.strip() for name in args.sequences.split(",") if name.strip()]
-    predictions = args.predictions
-    if args.model is not None:
-        predictions = _run_model(args, dataset, sequences)
-    results = score_dataset(
-        dataset,
-        predictions,
-        sequences=sequences,
-        split=args.split,
-        progress=True,
-    )
-    for note in results.notes:
-        print(f"effsam2 eval: warning: {note}", file=sys.stderr)
+    # the whole --out is staged beside it and swapped in at the end: two runs never mix in one folder
+    staging = staging_folder(Path(args.out)) if args.out else None
     try:
-        if args.out:
-            write_results(results, args.out)
-        if args.json:
-            write_json(results.summary(), args.json)
-    except OSError as err:
-        raise Effsam2Error(
-            f"cannot write results: {err.filename or ''} {err.strerror or err}".strip()
-        ) from None
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir(parents=True)
+        predictions = args.predictions
+        if args.model is not None:
+            predictions = _run_model(args, dataset, sequences, staging)
+        results = score_dataset(dataset, predictions, sequences=sequences, split=args.split, progress=True)
+        if args.model is not None:  # where the predictions will be once swapped in, not the staging folder
+            results = dataclasses.replace(results, predictions=str(Path(args.out) / "predictions"))
+        for note in results.notes:
+            print(f"effsam2 eval: warning: {note}", file=sys.stderr)
+        try:
+            if staging is not None:
+                write_results(results, staging)
+                swap_in(staging, Path(args.out))
+            if args.json:
+                write_json(results.summary(), args.json)
+        except OSError as err:
+            raise Effsam2Error(
+                f"cannot write results: {err.filename or ''} {err.strerror or err}".strip()
+            ) from None
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
     sys.stdout.write(format_markdown(results))
     return 0
 
 
-def _run_model(args: argparse.Namespace, dataset, sequences: list[str] | None) -> Path:
-    """Validate the model options, build the model and write its predictions under ``--out``."""
+def _run_model(args: argparse.Namespace, dataset, sequences: list[str] | None, staging: Path | None) -> Path:
+    """Validate the model options, build the model and write its predictions under ``staging``
+    (what becomes ``--out``); they are scored from there."""
     from effsam2.eval.run_model import predict_dataset
     from effsam2.model_args import build_model_from_args, check_model_args
 
@@ -100,4 +121,4 @@ def _run_model(args: argparse.Namespace, dataset, sequences: list[str] | None) -
     for name in names:
         dataset.sequence(name)  # unknown sequence names fail before the model runs
     model = build_model_from_args(args, "eval")
-    return predict_dataset(model, dataset, names, Path(args.out) / "predictions")
+    return predict_dataset(model, dataset, names, staging / "predictions", prompt=args.prompt)

@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from effsam2.errors import DatasetError
 from effsam2.eval.datasets import VOSDataset, VOSSequence
+from effsam2.eval.prompts import add_first_prompt
 from effsam2.io.frames import open_frames
 from effsam2.io.masks import labels_from_masks, save_label_png
 from effsam2.modeling.sam2_model import SAM2Model
@@ -30,8 +31,9 @@ def _frame_paths(seq: VOSSequence) -> list[Path]:
 
 
 @torch.inference_mode()
-def predict_sequence(predictor: VideoPredictor, seq: VOSSequence, out_dir: Path) -> int:
-    """Track every object of ``seq`` from its first annotated mask; returns the number of PNGs written."""
+def predict_sequence(predictor: VideoPredictor, seq: VOSSequence, out_dir: Path, prompt: str = "mask") -> int:
+    """Track every object of ``seq`` from its first annotated mask (or that mask's box or deepest point,
+    ``prompt``); returns the number of PNGs written."""
     frames = open_frames(_frame_paths(seq))
     try:
         state = predictor.init_state(frames)
@@ -44,7 +46,7 @@ def predict_sequence(predictor: VideoPredictor, seq: VOSSequence, out_dir: Path)
             first = annotated[0]
             if first not in gt_by_frame:
                 gt_by_frame[first] = seq.gt_masks(first)
-            predictor.add_new_mask(state, index[first], obj_id, gt_by_frame[first][obj_id])
+            add_first_prompt(predictor, state, index[first], obj_id, gt_by_frame[first][obj_id], prompt)
         if not state.objects:
             raise DatasetError(f"sequence {seq.name} has no annotated object to prompt")
         seq_dir = out_dir / seq.name
@@ -62,10 +64,10 @@ def predict_sequence(predictor: VideoPredictor, seq: VOSSequence, out_dir: Path)
 
 
 def predict_dataset(model: SAM2Model, dataset: VOSDataset, names: list[str], out_dir: Path,
-                    progress: bool = True) -> Path:
+                    progress: bool = True, prompt: str = "mask") -> Path:
     """Run the tracker on every named sequence; returns the predictions folder."""
     predictor = VideoPredictor(model)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in tqdm(names, desc="sequences", unit="seq", disable=not progress, file=sys.stderr):
-        predict_sequence(predictor, dataset.sequence(name), out_dir)
+        predict_sequence(predictor, dataset.sequence(name), out_dir, prompt)
     return out_dir

@@ -15,7 +15,8 @@ Protocol (both layouts):
 * J&F = (J + F) / 2 at every level.
 
 Predictions (``PredictionFolder``): ``<pred>/<seq>/<frame>.png`` label maps (palette or binary,
-read with ``read_label_png``), or SA-V style ``<pred>/<seq>/<obj>/<frame>.png`` binary masks. A
+read with ``read_label_png``), an ``effsam2 track --out <pred>/<seq>`` result (its
+``<pred>/<seq>/masks/<frame>.png``), or SA-V style ``<pred>/<seq>/<obj>/<frame>.png`` binary masks. A
 prediction file missing for a scored frame is an error naming it (as in both official tools).
 Objects absent from a prediction (an id that does not occur, or an object folder that does not
 exist) are empty masks; ids in a prediction that are not ground-truth objects are ignored and
@@ -61,7 +62,10 @@ class _FolderSource:
         self.object_dirs: dict[int, Path] = {}
         for d in obj_dirs:
             if not d.name.isdigit():
-                raise DatasetError(f"prediction object folder name is not a number: {d}")
+                raise DatasetError(
+                    f"unexpected folder {d} in the predictions: expected {seq_dir}/<frame>.png (DAVIS), "
+                    f"{seq_dir}/masks/<frame>.png (an effsam2 track result) or {seq_dir}/<object id>/<frame>.png "
+                    f"(SA-V); found a folder named {d.name!r}")
             if int(d.name) in object_ids:
                 self.object_dirs[int(d.name)] = d
             else:
@@ -99,7 +103,14 @@ class PredictionFolder:
         seq_dir = self.root / seq.name
         if not seq_dir.is_dir():
             raise DatasetError(f"no predictions for sequence {seq.name}: {seq_dir} not found")
+        if is_track_result(seq_dir):
+            seq_dir = seq_dir / "masks"
         return _FolderSource(seq_dir, seq.object_ids)
+
+
+def is_track_result(folder: Path) -> bool:
+    """An ``effsam2 track`` output folder: ``masks/`` of label PNGs and no PNGs of its own."""
+    return (folder / "masks").is_dir() and not any(folder.glob("*.png"))
 
 
 def _frames_to_score(seq: VOSSequence, skip_first_last: bool) -> dict[int, tuple[str, ...]]:

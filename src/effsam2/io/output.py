@@ -8,9 +8,13 @@ Layout of ``out_dir``::
     overlay.mp4              "mp4": the input with masks overlaid, written at close(); it spans the
                              frames from the first to the last that received masks
 
+A result set is replaced as a whole or not at all: the run is written into a staging folder beside
+``out_dir`` (``.<name>.effsam2-partial-<pid>``) and swapped in at ``close()``; only then is an earlier
+result removed. A non-empty ``out_dir`` is refused unless ``overwrite`` is given. A run that fails or is
+interrupted (``abort()``) removes its staging folder, so ``out_dir`` is left exactly as it was.
+
 Masks can arrive in any frame order (propagation runs forward, then backward) and a frame can be
-added again (its outputs are replaced). A run that fails or is interrupted (``abort()``) removes the
-files and folders it created, so ``out_dir`` is left as it was (see ``OutputWriter``). Memory stays
+added again (its outputs are replaced). Memory stays
 bounded on long videos: masks are kept only as COCO RLE (typically well under 1% of a raw frame per
 object), never as full arrays.
 Overlaps between objects are resolved as in ``labels_from_masks`` (lowest object id wins), the
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import operator
 import os
+import shutil
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -37,7 +42,7 @@ from effsam2.io.rle import RleJsonWriter, decode_rle, encode_rle
 if TYPE_CHECKING:  # Python 3.10 has no typing.Self
     from typing_extensions import Self
 
-__all__ = ["OUTPUT_FORMATS", "OutputWriter", "check_object_id", "parse_formats"]
+__all__ = ["OUTPUT_FORMATS", "OutputWriter", "check_object_id", "check_output_folder", "parse_formats"]
 
 OUTPUT_FORMATS = ("png", "rle", "mp4")
 
@@ -70,20 +75,47 @@ def check_object_id(obj_id: Any, formats: tuple[str, ...]) -> int:
         raise PromptError(f"{err}; the png and mp4 outputs need such ids (rle alone stores any id)") from None
 
 
+def check_output_folder(out_dir: str | os.PathLike[str], overwrite: bool) -> None:
+    """``Effsam2Error`` when ``out_dir`` cannot take a new result: a file, or a non-empty folder without
+    ``overwrite`` (call it before any slow work; ``OutputWriter`` checks again)."""
+    path = Path(out_dir)
+    if path.exists() and not path.is_dir():
+        raise Effsam2Error(f"{path}: output path exists and is not a folder")
+    if path.is_dir() and not overwrite and any(path.iterdir()):
+        raise Effsam2Error(f"{path} is not empty: pass --overwrite (overwrite=True) to replace it whole, which "
+                           "happens only once the new result is complete, or choose another folder")
+
+
+def staging_folder(out_dir: Path, kind: str = "partial") -> Path:
+    """The hidden folder beside ``out_dir`` where a run is written before it is swapped in."""
+    return out_dir.parent / f".{out_dir.name}.effsam2-{kind}-{os.getpid()}"
+
+
+def swap_in(staging: Path, out_dir: Path) -> None:
+    """Make ``staging`` the new ``out_dir``; an earlier ``out_dir`` is removed only after the swap."""
+    if out_dir.exists():
+        old = staging_folder(out_dir, "old")
+        os.replace(out_dir, old)
+        os.replace(staging, out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(staging, out_dir)
+
+
 class OutputWriter:
     """Writes masks for the frames of one ``FrameSource`` in the chosen formats.
 
     Args:
-        out_dir: output folder (created if missing).
+        out_dir: output folder (created if missing; a non-empty one needs ``overwrite``).
         formats: subset of {"png", "rle", "mp4"} (iterable or comma-separated string).
         frames: the source the masks belong to (size, frame names, overlay pixels).
+        overwrite: replace a non-empty ``out_dir`` whole when the run completes.
         fps: overlay frame rate (default: the source's).
         alpha: overlay opacity.
 
-    Use as a context manager: a clean exit calls ``close()``; an exception calls ``abort()``, which
-    removes every file this writer created (PNGs, and masks.json when the overlay then failed) and the
-    folders it created, once empty. What existed before is not removed; a PNG of an earlier run that
-    this run replaced keeps the new content (outputs are replaced in place, not staged). After a
+    Files are written into ``staging_dir`` and moved to ``out_dir`` together by ``close()``. Use as a
+    context manager: a clean exit calls ``close()``; an exception calls ``abort()``, which removes the
+    staging folder and any parent folders this writer created, so ``out_dir`` stays as it was. After a
     successful ``close()`` nothing is removed.
     """
 
@@ -93,26 +125,30 @@ class OutputWriter:
         formats: str | Iterable[str],
         frames: FrameSource,
         *,
+        overwrite: bool = False,
         fps: float | None = None,
         alpha: float = 0.5,
     ):
         self.formats = parse_formats(formats)
         self.out_dir = Path(out_dir)
+        check_output_folder(self.out_dir, overwrite)
+        self.staging_dir = staging_folder(self.out_dir)
         self.frames = frames
         self.fps = fps
         self.alpha = alpha
-        self.masks_dir = self.out_dir / "masks"
-        self.json_path = self.out_dir / "masks.json"
-        self.video_path = self.out_dir / "overlay.mp4"
-        # What this run creates, so that abort() can remove exactly that (folders outermost first).
+        self.masks_dir = self.staging_dir / "masks"
+        self.json_path = self.staging_dir / "masks.json"
+        self.video_path = self.staging_dir / "overlay.mp4"
+        # parent folders this run creates, so that abort() can remove exactly those (outermost first)
         self._created_dirs: list[Path] = []
-        self._created_files: set[Path] = set()
         try:
-            self._make_dir(self.out_dir)
+            self._make_dir(self.out_dir.parent)
+            shutil.rmtree(self.staging_dir, ignore_errors=True)  # a leftover of a killed run with our pid
+            self.staging_dir.mkdir()
             if "png" in self.formats:
-                self._make_dir(self.masks_dir)
+                self.masks_dir.mkdir()
         except (FileExistsError, NotADirectoryError):
-            raise Effsam2Error(f"{self.out_dir}: output path exists and is not a folder") from None
+            raise Effsam2Error(f"{self.out_dir}: cannot create the output folder (a parent is a file)") from None
         except OSError as e:
             raise Effsam2Error(f"{self.out_dir}: cannot create output folder ({e.strerror or e})") from None
         # One RLE store serves masks.json and the overlay (which decodes it back at close()).
@@ -144,9 +180,7 @@ class OutputWriter:
                 raise ValueError(f"mask of object {oid} in frame {i} has shape {m.shape}, expected {shape}")
             bools[oid] = m
         if "png" in self.formats:
-            path = self.masks_dir / f"{self.frames.frame_names[i]}.png"
-            self._note_new_file(path)
-            save_label_png(path, labels_from_masks(bools, shape=shape))
+            save_label_png(self.masks_dir / f"{self.frames.frame_names[i]}.png", labels_from_masks(bools, shape=shape))
         self._store.clear_frame(i)  # re-adding a frame replaces all its objects
         for oid, m in bools.items():
             self._store.add_rle(i, oid, encode_rle(m))
@@ -170,7 +204,7 @@ class OutputWriter:
         return range(min(self._added), max(self._added) + 1)
 
     def close(self, on_frame: Callable[[int], Any] | None = None) -> list[Path]:
-        """Write masks.json and overlay.mp4 (as selected); returns every output path written.
+        """Write masks.json and overlay.mp4 (as selected) and swap the result in; returns its paths.
 
         ``on_frame(i)`` is called after each overlay frame is encoded (for a progress bar).
         """
@@ -178,40 +212,35 @@ class OutputWriter:
             return []
         written = []
         if "png" in self.formats:
-            written += [self.masks_dir / f"{self.frames.frame_names[i]}.png" for i in sorted(self._added)]
+            written += [Path("masks") / f"{self.frames.frame_names[i]}.png" for i in sorted(self._added)]
         try:
             if "rle" in self.formats:
-                self._note_new_file(self.json_path)
-                written.append(self._store.write())
+                self._store.write()
+                written.append(Path(self.json_path.name))
             if "mp4" in self.formats:
-                self._note_new_file(self.video_path)
                 write_overlay_video(self.video_path, self.frames, self._labels, fps=self.fps, alpha=self.alpha,
                                     on_frame=on_frame, frame_range=self.overlay_frames)
-                written.append(self.video_path)
+                written.append(Path(self.video_path.name))
+            swap_in(self.staging_dir, self.out_dir)
         except BaseException:
             self.abort()
             raise
         self._store.abort()  # frees the stored RLE
         self._closed = True
-        self._created_files.clear()  # the run is complete: nothing of it is removed any more
-        self._created_dirs.clear()
-        return written
+        self._created_dirs.clear()  # the run is complete: nothing of it is removed any more
+        return [self.out_dir / p for p in written]
 
     def abort(self) -> None:
-        """Stop without writing masks.json or overlay.mp4 and remove what this run created (see the class)."""
+        """Stop without swapping anything in and remove what this run created (see the class)."""
         self._store.abort()
         self._closed = True
-        for path in self._created_files:
-            try:
-                path.unlink(missing_ok=True)
-            except OSError:
-                pass  # best effort: the run is failing already, its own error is the one to report
+        # best effort: the run is failing already, its own error is the one to report
+        shutil.rmtree(self.staging_dir, ignore_errors=True)
         for folder in reversed(self._created_dirs):
             try:
                 folder.rmdir()
             except OSError:
                 pass  # not empty: something else was put there meanwhile, so it stays
-        self._created_files.clear()
         self._created_dirs.clear()
 
     def _make_dir(self, folder: Path) -> None:
@@ -219,11 +248,6 @@ class OutputWriter:
         missing = [d for d in (folder, *folder.parents) if not d.exists()]
         folder.mkdir(parents=True, exist_ok=True)
         self._created_dirs += reversed(missing)
-
-    def _note_new_file(self, path: Path) -> None:
-        """Remember ``path`` as created by this run unless it existed before (called before writing it)."""
-        if path not in self._created_files and not path.exists():
-            self._created_files.add(path)
 
     def __enter__(self) -> Self:
         return self

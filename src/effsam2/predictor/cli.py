@@ -1,8 +1,8 @@
 """``effsam2 track``: segment and track prompted objects through a video and write masks.
 
-Everything that can be wrong with the inputs (model name, checkpoint, device, video, prompts) is checked
-before the model is built. Outputs are written atomically, and a run that fails or is interrupted part-way
-removes the files and folders it created, so --out is left as it was.
+Everything that can be wrong with the inputs (model name, checkpoint, device, video, prompts, --out) is
+checked before the model is built. The result is written beside --out and swapped in when complete, so a
+run that fails or is interrupted (Ctrl-C, SIGTERM) leaves --out exactly as it was.
 """
 
 from __future__ import annotations
@@ -16,21 +16,30 @@ from tqdm import tqdm
 
 from effsam2.errors import Effsam2Error, PromptError
 from effsam2.io.frames import FrameSource, open_frames
-from effsam2.io.output import OutputWriter, check_object_id, parse_formats
+from effsam2.io.output import OutputWriter, check_object_id, check_output_folder, parse_formats
 from effsam2.io.png_labels import read_binary_mask
 from effsam2.model_args import build_model_from_args, check_model_args
 from effsam2.predictor.prompt_args import ObjectPrompt, add_prompt_options, collect_prompts
 from effsam2.predictor.prompts import check_frame_index, points_to_model_space
 from effsam2.predictor.video import VideoPredictor
 
+HELP = """Segment and track prompted objects through a video and write their masks.
+
+Every input (model, checkpoint, device, video, prompts, --out) is checked before the model is built. The
+result (masks/*.png, masks.json, overlay.mp4) is written beside --out and swapped in when complete, so a
+run that fails or is interrupted (Ctrl-C, SIGTERM) leaves --out exactly as it was."""
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("track", help="track prompted objects through a video and write their masks",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                              description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("video", type=Path, help="a video file (mp4, mov, mkv, webm, ...) or a folder of frames")
-    p.add_argument("--model", default="sam2.1_hiera_t", help="model name (see `effsam2 models`)")
+    p.add_argument("--model", default="default", help="model name (see `effsam2 models`; default: effsam2's own "
+                   "model, whose weights ship with effsam2)")
     p.add_argument("--checkpoint", type=Path, help="the model's official checkpoint (.pt) or a .safetensors file")
-    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--out", type=Path, required=True, help="output folder (new or empty, or see --overwrite)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a non-empty --out whole once the new result is complete")
     p.add_argument("--format", default="png,rle,mp4", help="comma list of png (palette PNG per frame, DAVIS "
                    "layout), rle (COCO RLE JSON), mp4 (overlay video); default all")
     p.add_argument("--image-size", type=int, help="model input size (default: the model's, e.g. 1024); "
@@ -52,6 +61,7 @@ def add_parser(subparsers) -> None:
 def _validate(args) -> tuple[list[ObjectPrompt], tuple[str, ...]]:
     """The options that need neither the video nor the model."""
     formats = parse_formats(args.format)
+    check_output_folder(args.out, args.overwrite)
     check_model_args(args)  # model name, image size, checkpoint file, device, accelerations
     if args.max_frames is not None and args.max_frames < 1:
         raise PromptError(f"--max-frames must be >= 1, got {args.max_frames}")
@@ -123,7 +133,7 @@ def _track_and_write(args, predictor: VideoPredictor, state, prompts: list[Objec
     # the reverse pass starts on the prompted frame, which the forward pass has already yielded and written
     total = len(set().union(*(predictor.processing_order(state, **kw) for kw in passes)))
 
-    writer = OutputWriter(args.out, formats, frames)
+    writer = OutputWriter(args.out, formats, frames, overwrite=args.overwrite)
     written: set[int] = set()
     try:
         with tqdm(total=total, desc="tracking", unit="frame", disable=args.no_progress, file=sys.stderr) as bar:

@@ -47,7 +47,8 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from effsam2.build import build_model
-    from effsam2.configs import HieraConfig, get_config
+    from effsam2.configs import HieraConfig
+    from effsam2.registry import get_config
     from effsam2.train.clips import find_videos, plan_clips
     from effsam2.train.shortcut import TrainSettings, mean_loss, state_path, train_shortcut
 
