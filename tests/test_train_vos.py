@@ -156,3 +156,19 @@ def test_bad_input_is_one_line_and_leaves_nothing(case, expected, tiny_davis, tm
     err = capsys.readouterr().err
     assert code == 2 and expected in err and len(err.strip().splitlines()) == 1, err
     assert not out.exists()
+
+
+def test_an_official_model_fine_tunes_with_a_low_trunk_lr(tiny_davis, tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "ft"
+    code = main(["train", "--model", "sam2.1_hiera_t", "--checkpoint", str(tiny_checkpoint), "--data",
+                 str(tiny_davis), "--out", str(out), "--image-size", str(SIZE), "--steps", "1", "--batch-size", "1",
+                 "--frames", "3", "--trunk-lr", "1e-6", "--val-sequences", "", "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    before = read_state_dict(tiny_checkpoint)
+    after = read_state_dict(out / "last.safetensors")
+    assert set(after) == set(before)  # a full checkpoint: the trunk was trained too
+    key = "image_encoder.trunk.blocks.0.attn.qkv.weight"
+    assert not torch.equal(after[key], before[key])
+    moved = (after[key] - before[key]).abs().max()
+    head = "sam_mask_decoder.iou_token.weight"
+    assert moved < (after[head] - before[head]).abs().max()  # the trunk moved less than the heads

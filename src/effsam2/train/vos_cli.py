@@ -43,6 +43,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=4, help="clips per step (default 4)")
     p.add_argument("--frames", type=int, default=8, help="frames per clip (default 8)")
     p.add_argument("--lr", type=float, default=3e-4, help="AdamW peak learning rate (default 3e-4)")
+    p.add_argument("--trunk-lr", type=float, default=0.0,
+                   help="learning rate of the image trunk (default 0: frozen; effsam2's own model always keeps "
+                        "its ImageNet trunk frozen); e.g. 3e-6 when fine-tuning an official model")
     p.add_argument("--image-size", type=int, default=None, help="input size (default: the model's)")
     p.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto",
                    help="autocast dtype (auto: bf16 on CUDA and CPUs with native bf16, else fp32)")
@@ -68,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
     from effsam2.train.vos_data import load_videos, sequence_names
     from effsam2.train.vos_trainer import TrainSettings, state_file, train
 
+    if args.lr <= 0 or args.trunk_lr < 0:
+        raise Effsam2Error("--lr must be positive and --trunk-lr at least 0")
     for name in ("steps", "batch_size", "val_every", "save_every"):
         if getattr(args, name) < 1:
             raise Effsam2Error(f"--{name.replace('_', '-')} must be at least 1")
@@ -98,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     settings = TrainSettings(
         model=config.name, image_size=config.image_size, data=str(Path(args.data).resolve()),
         train_sequences=train_names, val_sequences=val, steps=args.steps, batch_size=args.batch_size,
-        lr=args.lr, seed=args.seed, dtype=dtype, val_every=args.val_every,
+        lr=args.lr, trunk_lr=args.trunk_lr, seed=args.seed, dtype=dtype, val_every=args.val_every,
         clips=ClipSettings(frames=args.frames))
     print(f"effsam2 train: {config.name} at {config.image_size}px, {len(videos)} training sequences "
           f"({sum(v.num_frames for v in videos)} frames), {len(val_videos)} held out, {dtype}, {device}")

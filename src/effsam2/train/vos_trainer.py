@@ -50,6 +50,7 @@ class TrainSettings:
     steps: int
     batch_size: int = 4
     lr: float = 3e-4
+    trunk_lr: float = 0.0  # 0: the image trunk is frozen (always for a family whose trunk comes from a package)
     weight_decay: float = 0.05
     warmup: int = 50
     grad_clip: float = 1.0
@@ -74,14 +75,26 @@ def lr_at(step: int, s: TrainSettings) -> float:
     return s.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
+TRUNK_PREFIX = "image_encoder.trunk."
+
+
 def make_optimizer(model: SAM2Model, s: TrainSettings) -> torch.optim.AdamW:
-    decay, no_decay = [], []
+    """AdamW over the trainable parameters: weight decay off for biases and norms; the image trunk frozen
+    (``trunk_lr`` 0) or in a group of its own at ``trunk_lr`` (same schedule, scaled)."""
+    if s.trunk_lr == 0:
+        model.image_encoder.trunk.requires_grad_(False)
+    decay, no_decay, trunk = [], [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
-    return torch.optim.AdamW([{"params": decay, "weight_decay": s.weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}], lr=s.lr)
+        if name.startswith(TRUNK_PREFIX):
+            trunk.append(p)
+        else:
+            (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
+    groups = [{"params": decay, "weight_decay": s.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if trunk:
+        groups.append({"params": trunk, "weight_decay": s.weight_decay, "trunk": True})
+    return torch.optim.AdamW(groups, lr=s.lr)
 
 
 def autocast(device: torch.device, dtype: str):
@@ -100,7 +113,7 @@ def train_step(model: SAM2Model, optimizer: torch.optim.Optimizer, videos: list[
     masks = torch.stack([c[1] for c in clips], 1).to(device)
     lr = lr_at(step, s)
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * s.trunk_lr / s.lr if group.get("trunk") else lr
     model.train()
     with autocast(device, s.dtype):
         loss = clip_loss(model, rng, normalise(frames), masks, s.prompts)
