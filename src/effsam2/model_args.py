@@ -34,7 +34,8 @@ def accel_from_args(args: argparse.Namespace, config: ModelConfig) -> AccelSpec:
     for ``efficienttam_*_1``, dense for SAM 2); ``--pool-window``/``--smr-sparsity``/``--swr-shortcut`` apply
     either way."""
     return AccelSpec.parse(args.accel or config.memory_attention, smr_sparsity=args.smr_sparsity,
-                           swr_shortcut=args.swr_shortcut, pool_window=args.pool_window)
+                           swr_shortcut=args.swr_shortcut, pool_window=args.pool_window,
+                           smr_policy=getattr(args, "smr_policy", None))
 
 
 def check_model_args(args: argparse.Namespace) -> ModelConfig:

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from effsam2.accel.smr_policy import TopKSaliency
+from effsam2.accel.smr_policy import RandomSelection, TopKSaliency, UniformSelection
 from effsam2.modeling.attention import Attention
 from effsam2.modeling.memory import MemoryEntry, MemoryFrame, MemoryReadout
 from effsam2.modeling.memory_attention import (
@@ -237,4 +237,10 @@ def make_sparse_backend(spec) -> DenseMemoryBackend:
         inner = DenseMemoryBackend()
     if spec.smr_sparsity == 0:
         return inner
-    return SparseMemoryBackend(TopKSaliency(spec.smr_sparsity), inner=inner)
+    return SparseMemoryBackend(smr_policy(spec.smr_policy, spec.smr_sparsity), inner=inner)
+
+
+def smr_policy(name: str, sparsity: float):
+    """The policy object of an :class:`~effsam2.accel.spec.AccelSpec` ``smr_policy`` name."""
+    policies = {"topk": TopKSaliency, "random": RandomSelection, "uniform": UniformSelection}
+    return policies[name](sparsity)

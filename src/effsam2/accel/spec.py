@@ -1,6 +1,8 @@
 """Acceleration specs: which accelerations a model runs with, parsed from strings like ``swr+smr``.
 
-A spec is plain data. ``make_memory_backend`` turns its memory part into the backend object that the
+Each '+'-joined part may carry its setting: ``pool@4`` (window), ``pool-sdpa@4``, ``smr@0.9`` (sparsity),
+``smr@0.95:random`` (sparsity and token-selection policy: topk, random or uniform). A setting in the text
+wins over the same option passed as a keyword. A spec is plain data. ``make_memory_backend`` turns its memory part into the backend object that the
 model's memory attention uses; the window-routing part (SWR) is read by the predictors, which own the
 router and its trained shortcut.
 """
@@ -18,6 +20,9 @@ SMR = "smr"  # Sparse Memory Retrieval
 SWR = "swr"  # Sparse Window Routing
 DENSE = "dense"
 KNOWN = (DENSE, POOL, POOL_SDPA, SMR, SWR)
+# SMR token-selection policies (effsam2.accel.smr_policy): the official top-k of the first-recall saliency,
+# and the paper's ablations
+SMR_POLICIES = ("topk", "random", "uniform")
 
 
 @dataclass(frozen=True)
@@ -26,6 +31,7 @@ class AccelSpec:
     pool_window: int = 2
     smr: bool = False
     smr_sparsity: float = 0.95
+    smr_policy: str = "topk"
     swr: bool = False
     swr_shortcut: str | None = None  # path of the trained shortcut (safetensors)
     swr_fraction: float | None = None  # benchmark only: force this fraction of stage-3 windows
@@ -37,7 +43,11 @@ class AccelSpec:
         ``options`` set the numeric settings (pool_window, smr_sparsity, swr_shortcut, swr_fraction).
         """
         spec = cls()
-        parts = [p.strip().lower() for p in (text or DENSE).split("+") if p.strip()]
+        parts, settings = [], {}
+        for raw in (p.strip().lower() for p in (text or DENSE).split("+") if p.strip()):
+            name, value, policy = _split_part(raw, text)
+            parts.append(name)
+            settings.update(_part_settings(name, value, policy, text))
         unknown = [p for p in parts if p not in KNOWN]
         if unknown:
             raise Effsam2Error(f"unknown acceleration {unknown[0]!r} in {text!r}; known: {', '.join(KNOWN)}")
@@ -51,6 +61,7 @@ class AccelSpec:
             spec = replace(spec, pool="sdpa")
         spec = replace(spec, smr=SMR in parts, swr=SWR in parts)
         spec = replace(spec, **{k: v for k, v in options.items() if v is not None})
+        spec = replace(spec, **settings)
         spec.validate()
         return spec
 
@@ -59,6 +70,8 @@ class AccelSpec:
             raise Effsam2Error(f"pool window must be 1, 2 or 4, got {self.pool_window}")
         if not 0.0 <= self.smr_sparsity < 1.0:
             raise Effsam2Error(f"SMR sparsity must be in [0, 1), got {self.smr_sparsity}")
+        if self.smr_policy not in SMR_POLICIES:
+            raise Effsam2Error(f"unknown SMR policy {self.smr_policy!r}; known: {', '.join(SMR_POLICIES)}")
         if self.swr_fraction is not None and not 0.0 < self.swr_fraction <= 1.0:
             raise Effsam2Error(f"SWR window fraction must be in (0, 1], got {self.swr_fraction}")
 
@@ -77,6 +90,49 @@ class AccelSpec:
         if self.smr:
             parts.append(SMR)
         return "+".join(parts) or DENSE
+
+    @property
+    def description(self) -> str:
+        """The label with every setting, parseable back: e.g. ``pool@2+smr@0.95:topk``."""
+        parts = []
+        if self.swr:
+            parts.append(SWR)
+        if self.pool is not None:
+            parts.append(f"{POOL if self.pool == 'exact' else POOL_SDPA}@{self.pool_window}")
+        if self.smr:
+            parts.append(f"{SMR}@{self.smr_sparsity:g}:{self.smr_policy}")
+        return "+".join(parts) or DENSE
+
+
+def _split_part(raw: str, text: str) -> tuple[str, str | None, str | None]:
+    """``smr@0.9:random`` -> ("smr", "0.9", "random")."""
+    name, _, policy = raw.partition(":")
+    name, _, value = name.partition("@")
+    return name.strip(), (value.strip() or None), (policy.strip() or None)
+
+
+def _part_settings(name: str, value: str | None, policy: str | None, text: str) -> dict:
+    """The settings one part of a spec sets, checked."""
+    out: dict = {}
+    if policy is not None:
+        if name != SMR:
+            raise Effsam2Error(f"only smr takes a policy (':{policy}') in {text!r}")
+        out["smr_policy"] = policy
+    if value is None:
+        return out
+    try:
+        number = float(value)
+    except ValueError:
+        raise Effsam2Error(f"{name}@{value}: the setting must be a number in {text!r}") from None
+    if name in (POOL, POOL_SDPA):
+        if number != int(number):
+            raise Effsam2Error(f"{name}@{value}: the pool window must be 1, 2 or 4 in {text!r}")
+        out["pool_window"] = int(number)
+    elif name == SMR:
+        out["smr_sparsity"] = number
+    else:
+        raise Effsam2Error(f"{name} takes no setting ('@{value}') in {text!r}")
+    return out
 
 
 def make_memory_backend(spec: AccelSpec):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from effsam2.accel.spec import AccelSpec
+from effsam2.accel.spec import SMR_POLICIES, AccelSpec
 from effsam2.bench.frames import default_video
 from effsam2.bench.official import official_available
 from effsam2.bench.report import check_plotting, markdown_table, write_json, write_markdown, write_plot
@@ -42,6 +42,7 @@ def add_parser(subparsers) -> None:
                    help="comma list of specs: dense, pool, pool-sdpa, smr, swr or '+' combinations "
                         "(e.g. swr+smr); dense is always measured as the baseline")
     p.add_argument("--smr-sparsity", type=float, help="fraction of memory tokens SMR drops (default 0.95)")
+    p.add_argument("--smr-policy", choices=SMR_POLICIES, help="SMR token selection (default topk)")
     p.add_argument("--pool-window", type=int, help="pooled memory attention window: 1, 2 or 4 (default 2)")
     p.add_argument("--swr-shortcut", help="trained SWR shortcut weights (safetensors)")
     p.add_argument("--swr-fraction", type=float,
@@ -144,6 +145,7 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
         for size in sizes:
             get_config(name, size)  # UnknownModelError / ConfigError (bad size), one line each
     spec_options = {"smr_sparsity": args.smr_sparsity, "pool_window": args.pool_window,
+                    "smr_policy": args.smr_policy,
                     "swr_shortcut": args.swr_shortcut, "swr_fraction": args.swr_fraction}
     accels = [AccelSpec.parse(text, **spec_options) for text in (_split(args.accel) or ["dense"])]
     if args.frames < 1 or args.repeats < 1:

@@ -10,8 +10,10 @@ import argparse
 import dataclasses
 import shutil
 import sys
+import time
 from pathlib import Path
 
+from effsam2.accel.spec import SMR_POLICIES
 from effsam2.errors import Effsam2Error
 from effsam2.eval.datasets import open_dataset
 from effsam2.eval.prompts import PROMPT_KINDS
@@ -48,8 +50,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     model.add_argument("--model", help="model name (see `effsam2 models`)")
     model.add_argument("--checkpoint", help="the model's checkpoint")
     model.add_argument("--accel", help="accelerations, e.g. dense, pool, smr, swr+smr (default: the model's "
-                       "official setting, e.g. pool for efficienttam_*_1)")
+                       "official setting, e.g. pool for efficienttam_*_1); a comma list (e.g. "
+                       "dense,pool@4,smr@0.9,smr@0.95:random,pool+smr) evaluates each on the same data and "
+                       "writes one table, OUT/grid.{json,md,png}, dense first")
     model.add_argument("--smr-sparsity", type=float, help="SMR sparsity")
+    model.add_argument("--smr-policy", choices=SMR_POLICIES, help="SMR token selection (default topk)")
     model.add_argument("--pool-window", type=int, help="pooled memory attention window: 1, 2 or 4")
     model.add_argument("--swr-shortcut", help="trained SWR shortcut (.safetensors)")
     model.add_argument("--image-size", type=int, help="model input size (default: the model's)")
@@ -79,6 +84,8 @@ def run(args: argparse.Namespace) -> int:
         sequences = [name.strip() for name in args.sequences.split(",") if name.strip()]
     # the whole --out is staged beside it and swapped in at the end: two runs never mix in one folder
     staging = staging_folder(Path(args.out)) if args.out else None
+    if args.model is not None and len(_accel_list(args)) > 1:
+        return _run_grid(args, dataset, sequences, staging)
     try:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
@@ -105,6 +112,54 @@ def run(args: argparse.Namespace) -> int:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
     sys.stdout.write(format_markdown(results))
+    return 0
+
+
+def _accel_list(args: argparse.Namespace) -> list[str]:
+    return [t.strip() for t in (args.accel or "").split(",") if t.strip()]
+
+
+def _run_grid(args: argparse.Namespace, dataset, sequences: list[str] | None, staging: Path | None) -> int:
+    """Every configuration of the --accel list on the same sequences; one table (see effsam2.eval.grid)."""
+    from effsam2.eval.grid import folder_name, format_grid, grid_rows, ordered_specs, write_grid
+    from effsam2.eval.run_model import predict_dataset
+    from effsam2.model_args import build_model_from_args, check_model_args
+
+    if staging is None:
+        raise Effsam2Error("--model needs --out DIR (the predictions and results are written there)")
+    specs = ordered_specs(_accel_list(args), smr_sparsity=args.smr_sparsity, pool_window=args.pool_window,
+                          smr_policy=args.smr_policy, swr_shortcut=args.swr_shortcut)
+    per_spec = [argparse.Namespace(**(vars(args) | {"accel": spec.description})) for spec in specs]
+    for spec_args in per_spec:
+        check_model_args(spec_args)  # every configuration is checked before the first one runs
+    names = sequences or dataset.sequence_names(args.split)
+    for name in names:
+        dataset.sequence(name)
+    frames = sum(len(dataset.sequence(n).frames) for n in names)
+    runs = []
+    try:
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        for spec, spec_args in zip(specs, per_spec):
+            model = build_model_from_args(spec_args, "eval")
+            folder = staging / folder_name(spec)
+            print(f"effsam2 eval: {spec.description}", file=sys.stderr)
+            start = time.perf_counter()
+            predict_dataset(model, dataset, names, folder / "predictions", prompt=args.prompt)
+            seconds = time.perf_counter() - start
+            results = score_dataset(dataset, folder / "predictions", sequences=names, progress=False)
+            results = dataclasses.replace(results, predictions=str(Path(args.out) / folder.name / "predictions"))
+            runs.append((spec, results, seconds, frames))
+        rows = grid_rows(runs)
+        title = (f"{args.model} on {Path(args.dataset).name} ({len(names)} sequences, prompt: {args.prompt}, "
+                 f"{args.device})")
+        write_grid(rows, runs, staging, title)
+        swap_in(staging, Path(args.out))
+        if args.json:
+            write_json({"title": title, "rows": [dataclasses.asdict(r) for r in rows]}, args.json)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    sys.stdout.write(format_grid(rows, title))
     return 0
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from effsam2.accel.spec import SMR_POLICIES
 from effsam2.errors import Effsam2Error, PromptError
 from effsam2.io.frames import FrameSource, open_frames
 from effsam2.io.output import OutputWriter, check_object_id, check_output_folder, parse_formats
@@ -50,6 +51,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--accel", default=None, help="accelerations, e.g. dense, pool, smr, swr+smr (default: the "
                    "model's official setting, e.g. pool for efficienttam_*_1; see `effsam2 models`)")
     p.add_argument("--smr-sparsity", type=float, help="SMR sparsity (default 0.95)")
+    p.add_argument("--smr-policy", choices=SMR_POLICIES, help="SMR token selection (default topk)")
     p.add_argument("--pool-window", type=int, help="pooled memory attention window: 1, 2 (default) or 4")
     p.add_argument("--swr-shortcut", help="trained SWR shortcut (.safetensors), needed with --accel swr")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
