@@ -58,6 +58,7 @@ class BenchRecord:
     mask_fg_fraction: float | None = None  # mean fraction of positive low-res mask logits (tracked frames)
     object_score_mean: float | None = None  # mean object-score logit (tracked frames; > 0: object present)
     mask_iou_vs_dense: float | None = None  # IoU of binarised masks with the dense row's
+    bank_kb_per_object: float | None = None  # memory bank at the end of a pass, per object (see session.py)
     error: str | None = None  # why the row has no numbers (e.g. acceleration not available)
     machine: dict[str, Any] = field(default_factory=dict)
 

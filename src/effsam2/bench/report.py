@@ -38,7 +38,7 @@ def row_label(r: BenchRecord) -> str:
 def markdown_table(records: list[BenchRecord]) -> str:
     """One row per record: ms per frame of each component and the whole frame, FPS, peak memory, speed-up."""
     head = ["model", "accel", "size", "obj", "dtype", *(f"{COMPONENT_TITLES[c]} ms" for c in COMPONENTS),
-            "frame ms", "FPS", "peak MB", "vs dense", "mask IoU vs dense", "note"]
+            "frame ms", "FPS", "peak MB", "bank KB/obj", "vs dense", "mask IoU vs dense", "note"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for r in records:
         speed = "-" if r.speedup_vs_dense is None else f"{r.speedup_vs_dense:.2f}x"
@@ -51,7 +51,8 @@ def markdown_table(records: list[BenchRecord]) -> str:
             note = (note + " compiled").strip()
         cells = [r.model, r.accel, str(r.image_size), str(r.objects), r.dtype,
                  *(_num(r.ms.get(c)) for c in COMPONENTS), _num(r.ms.get(FRAME)), _num(r.fps, 2),
-                 _num(r.peak_mem_mb, 0), speed, _num(r.mask_iou_vs_dense, 3), note.replace("|", "/")]
+                 _num(r.peak_mem_mb, 0), _num(r.bank_kb_per_object, 0), speed, _num(r.mask_iou_vs_dense, 3),
+                 note.replace("|", "/")]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

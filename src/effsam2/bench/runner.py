@@ -265,6 +265,8 @@ class Runner:
         tracked = slice(1, None) if last.scores.shape[0] > 1 else slice(None)
         record.mask_fg_fraction = last.masks[tracked].float().mean().item()
         record.object_score_mean = last.scores[tracked].mean().item()
+        if last.bank_bytes_per_object is not None:
+            record.bank_kb_per_object = last.bank_bytes_per_object / 1024
         self.log(f"bench: {_describe(record)} {record.dtype}: {record.ms['frame']:.1f} ms/frame "
                  f"({record.fps:.2f} FPS)")
 

@@ -13,6 +13,7 @@ attention.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -137,6 +138,7 @@ class PassResult:
     masks: torch.Tensor  # (T, objects, h, w) bool: low-res mask logits > 0
     scores: torch.Tensor  # (T, objects) object-score logits
     window_fractions: list[float] | None = None  # SWR: fraction of stage-3 windows run, per frame
+    bank_bytes_per_object: float | None = None  # what the memory bank holds at the end of the pass
 
 
 # A pass as a generator: it yields after each frame (outside the frame's timing) and returns its result,
@@ -186,4 +188,28 @@ def iter_pass(model: SAM2Model, images: Sequence[torch.Tensor], prompts: Sequenc
         masks.append(torch.cat([s.entry.pred_masks[:, 0] > 0 for s in steps]).cpu())
         scores.append(torch.cat([s.entry.object_score_logits[:, 0] for s in steps]).float().cpu())
         yield
-    return PassResult(timer.frames, torch.stack(masks), torch.stack(scores))
+    bank = sum(memory_bank_bytes(m) for m in memories) / max(len(memories), 1)
+    return PassResult(timer.frames, torch.stack(masks), torch.stack(scores), bank_bytes_per_object=bank)
+
+
+def _tensor_bytes(value) -> int:
+    """Bytes of the tensors in a value: a tensor, or containers / dataclasses holding tensors."""
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, dict):
+        return sum(_tensor_bytes(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(_tensor_bytes(v) for v in value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return sum(_tensor_bytes(getattr(value, f.name)) for f in dataclasses.fields(value))
+    return 0
+
+
+def memory_bank_bytes(memory: ObjectMemory) -> int:
+    """What one object's bank stores: spatial memory (as kept: bf16, pruned by SMR), pointers, and what the
+    memory backend cached with each entry (pooled keys/values, SMR patterns). The position encoding,
+    shared by every frame, is not counted."""
+    total = 0
+    for entry in (*memory.cond.values(), *memory.non_cond.values()):
+        total += _tensor_bytes([entry.maskmem_features, entry.token_index, entry.obj_ptr, entry.backend_cache])
+    return total
