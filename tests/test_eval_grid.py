@@ -49,6 +49,7 @@ def test_grid_has_one_row_per_configuration_and_dense_matches_a_plain_run(davis_
         assert (tmp_path / "grid" / folder / "results.json").is_file()
         assert len(list((tmp_path / "grid" / folder / "predictions" / "cows").glob("*.png"))) == 5
     assert (tmp_path / "grid" / "grid.png").stat().st_size > 0 and "| pool@4 |" in out
+    assert "| sequence | dense | pool@4 | smr@0.9:random |" in out and "| cows |" in out
 
     code = main(base + ["--accel", "dense", "--out", str(tmp_path / "plain"), "--json", str(tmp_path / "p.json")])
     assert code == 0, capsys.readouterr().err

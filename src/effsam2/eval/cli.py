@@ -159,7 +159,7 @@ def _run_grid(args: argparse.Namespace, dataset, sequences: list[str] | None, st
             write_json({"title": title, "rows": [dataclasses.asdict(r) for r in rows]}, args.json)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    sys.stdout.write(format_grid(rows, title))
+    sys.stdout.write(format_grid(rows, title, runs))
     return 0
 
 

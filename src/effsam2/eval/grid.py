@@ -55,12 +55,22 @@ def grid_rows(runs: list[tuple[AccelSpec, EvalResults, float, int]]) -> list[Gri
     return rows
 
 
-def format_grid(rows: list[GridRow], title: str) -> str:
+def format_grid(rows: list[GridRow], title: str, runs=None) -> str:
+    """The table; with ``runs``, a second one: each sequence's dense J&F and every configuration's difference."""
     lines = [f"# {title}", "", "| accel | J&F | J | F | ΔJ&F vs dense | eval s | frames/s | speed-up (eval) |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r.accel} | {100 * r.jf:.1f} | {100 * r.j:.1f} | {100 * r.f:.1f} | "
                      f"{100 * r.delta_jf:+.1f} | {r.seconds:.1f} | {r.frames / r.seconds:.2f} | {r.speedup:.2f}x |")
+    if runs:
+        dense = {seq.name: seq.jf_mean for seq in runs[0][1].sequences}
+        lines += ["", "Per sequence: dense J&F, then each configuration's J&F minus dense.", "",
+                  "| sequence | dense | " + " | ".join(spec.description for spec, *_ in runs[1:]) + " |",
+                  "|---|---|" + "---|" * (len(runs) - 1)]
+        others = [{seq.name: seq.jf_mean for seq in results.sequences} for _, results, *_ in runs[1:]]
+        for name, base in dense.items():
+            cells = [f"{100 * (o[name] - base):+.1f}" for o in others]
+            lines.append(f"| {name} | {100 * base:.1f} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -70,7 +80,7 @@ def write_grid(rows: list[GridRow], runs, out_dir: Path, title: str) -> None:
         write_results(results, out_dir / folder_name(spec))
     atomic_write_text(out_dir / "grid.json", json.dumps({"title": title, "rows": [asdict(r) for r in rows]},
                                                         indent=2) + "\n")
-    atomic_write_text(out_dir / "grid.md", format_grid(rows, title))
+    atomic_write_text(out_dir / "grid.md", format_grid(rows, title, runs))
     plot_grid(rows, out_dir / "grid.png", title)
 
 
