@@ -70,6 +70,7 @@ def test_spec_settings_round_trip_and_override_keywords():
     assert (spec.pool, spec.pool_window, spec.smr, spec.smr_sparsity, spec.smr_policy) == ("exact", 4, True, 0.8,
                                                                                            "uniform")
     assert AccelSpec.parse(spec.description) == spec
+    assert spec.short_label == "pool@4+smr@0.8:uniform" and AccelSpec.parse("pool+smr").short_label == "pool+smr"
     for bad in ("pool@3", "dense@1", "pool:random", "smr:best", "smr@x"):
         with pytest.raises(Effsam2Error):
             AccelSpec.parse(bad)

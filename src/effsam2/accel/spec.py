@@ -104,6 +104,22 @@ class AccelSpec:
         return "+".join(parts) or DENSE
 
 
+    @property
+    def short_label(self) -> str:
+        """The label with the settings that differ from their defaults: ``pool``, ``pool@4``, ``smr:random``."""
+        default = AccelSpec()
+        parts = []
+        if self.swr:
+            parts.append(SWR)
+        if self.pool is not None:
+            name = POOL if self.pool == "exact" else POOL_SDPA
+            parts.append(name if self.pool_window == default.pool_window else f"{name}@{self.pool_window}")
+        if self.smr:
+            name = SMR if self.smr_sparsity == default.smr_sparsity else f"{SMR}@{self.smr_sparsity:g}"
+            parts.append(name if self.smr_policy == default.smr_policy else f"{name}:{self.smr_policy}")
+        return "+".join(parts) or DENSE
+
+
 def _split_part(raw: str, text: str) -> tuple[str, str | None, str | None]:
     """``smr@0.9:random`` -> ("smr", "0.9", "random")."""
     name, _, policy = raw.partition(":")

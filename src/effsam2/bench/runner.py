@@ -249,7 +249,7 @@ class Runner:
     def _record(self, row: Row, clip: Clip) -> BenchRecord:
         opt, spec = self.opt, row.spec
         return BenchRecord(
-            model=row.model, accel="official" if spec is None else spec.label, image_size=row.image_size,
+            model=row.model, accel="official" if spec is None else spec.short_label, image_size=row.image_size,
             device=opt.device, dtype=opt.dtype, objects=row.objects, frames=opt.frames, warmup=opt.warmup,
             repeats=opt.repeats, compile=opt.compile and spec is not None, loop=row.loop,
             implementation=OFFICIAL if spec is None else OURS,
