@@ -98,34 +98,34 @@ def test_a_failing_first_run_leaves_nothing(frame_folders, tmp_path, capsys):
 
 @pytest.fixture
 def davis_subset(davis_dir, tmp_path):
-    """blackswan's first 6 frames as a DAVIS dataset of its own."""
+    """cows's first 6 frames as a DAVIS dataset of its own."""
     root = tmp_path / "davis"
     for kind, suffix in (("JPEGImages", ".jpg"), ("Annotations", ".png")):
-        folder = root / kind / "480p" / "blackswan"
+        folder = root / kind / "480p" / "cows"
         folder.mkdir(parents=True)
         for i in range(6):
-            shutil.copy(davis_dir / kind / "480p" / "blackswan" / f"{i:05d}{suffix}", folder)
+            shutil.copy(davis_dir / kind / "480p" / "cows" / f"{i:05d}{suffix}", folder)
     return root
 
 
 def test_eval_reads_what_track_writes(davis_subset, tmp_path, capsys):
-    frames = davis_subset / "JPEGImages" / "480p" / "blackswan"
-    gt = davis_subset / "Annotations" / "480p" / "blackswan" / "00000.png"
+    frames = davis_subset / "JPEGImages" / "480p" / "cows"
+    gt = davis_subset / "Annotations" / "480p" / "cows" / "00000.png"
     e2e = tmp_path / "e2e"
-    code, _, err = run_cli(["track", str(frames), "--out", str(e2e / "blackswan"), "--mask", str(gt),
+    code, _, err = run_cli(["track", str(frames), "--out", str(e2e / "cows"), "--mask", str(gt),
                             "--format", "png", "--no-progress"], capsys)  # the model's own input size
     assert code == 0, err
     code, out, err = run_cli(["eval", "--dataset", str(davis_subset), "--predictions", str(e2e),
-                              "--sequences", "blackswan", "--json", str(tmp_path / "summary.json")], capsys)
+                              "--sequences", "cows", "--json", str(tmp_path / "summary.json")], capsys)
     assert code == 0, err
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["num_sequences"] == 1 and summary["num_scored"] == 4  # frames 1-4 (first and last dropped)
     assert summary["global"]["J"] > 0.5  # real weights on real frames
-    assert "blackswan" in out
+    assert "cows" in out
 
 
 def test_eval_names_the_expected_layout(davis_subset, tmp_path, capsys):
-    pred = tmp_path / "pred" / "blackswan" / "foo"
+    pred = tmp_path / "pred" / "cows" / "foo"
     pred.mkdir(parents=True)
     code, _, err = run_cli(["eval", "--dataset", str(davis_subset), "--predictions", str(tmp_path / "pred")], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1
@@ -138,7 +138,7 @@ def test_eval_out_is_replaced_whole_or_not_at_all(davis_subset, tmp_path, capsys
     code, _, err = run_cli(base, capsys)
     assert code == 0, err
     first = tree(out)
-    assert {"results.json", "results.csv", "results.md", "predictions/blackswan/00005.png"} <= set(first)
+    assert {"results.json", "results.csv", "results.md", "predictions/cows/00005.png"} <= set(first)
     code, _, err = run_cli(base, capsys)
     assert code == 2 and "not empty" in err
     code, _, err = run_cli(base + ["--overwrite", "--sequences", "nope"], capsys)
