@@ -15,7 +15,7 @@ from effsam2.accel.spec import AccelSpec, make_memory_backend
 from effsam2.checkpoint import load_into, read_state_dict
 from effsam2.configs import ModelConfig
 from effsam2.modeling.sam2_model import SAM2Model
-from effsam2.registry import DEFAULT_ALIAS, get_config, get_family, list_models
+from effsam2.registry import DEFAULT_ALIAS, get_config, get_family, list_models, shipped_weights
 
 
 def build_from_config(config: ModelConfig, accel: AccelSpec | None = None) -> SAM2Model:
@@ -48,13 +48,13 @@ def build_model(name: str = DEFAULT_ALIAS, checkpoint: str | os.PathLike | None 
     model = build_from_config(config, accel)
     if family.load_base_weights is not None:
         family.load_base_weights(model)
-    if checkpoint is None and family.shipped_weights is not None:
-        checkpoint = family.shipped_weights(config)
+    if checkpoint is None:
+        checkpoint = shipped_weights(config)
     if checkpoint is not None:
         state = read_state_dict(checkpoint)
         # a family's checkpoints may leave out the weights it loads itself (e.g. the ImageNet trunk)
-        has_base = any(k.startswith(family.base_weight_prefixes) for k in state) if family.base_weight_prefixes else True
-        skip = () if has_base else family.base_weight_prefixes
+        prefixes = family.base_weight_prefixes
+        skip = () if any(k.startswith(prefixes) for k in state) else prefixes
         load_into(model, state, config.name, str(checkpoint), matching_models, skip_prefixes=skip)
     return model.to(device).eval()
 
@@ -62,7 +62,7 @@ def build_model(name: str = DEFAULT_ALIAS, checkpoint: str | os.PathLike | None 
 def trained_state_dict(model: SAM2Model) -> dict[str, torch.Tensor]:
     """What a checkpoint of ``model`` holds: its state dict without the weights its family loads itself."""
     prefixes = get_family(model.config.name).base_weight_prefixes
-    return {k: v for k, v in model.state_dict().items() if not (prefixes and k.startswith(prefixes))}
+    return {k: v for k, v in model.state_dict().items() if not k.startswith(prefixes)}
 
 
 @functools.cache

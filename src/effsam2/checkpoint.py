@@ -107,8 +107,7 @@ def load_into(model: nn.Module, state: Mapping[str, torch.Tensor], model_name: s
     Keys under ``skip_prefixes`` are weights the model already has from elsewhere: the checkpoint must not
     hold them, every other key must match.
     """
-    expected = {k: v for k, v in schema(model.state_dict()).items()
-                if not (skip_prefixes and k.startswith(skip_prefixes))}
+    expected = {k: v for k, v in schema(model.state_dict()).items() if not k.startswith(skip_prefixes)}
     missing, unexpected, shapes = state_dict_differences(expected, schema(state))
     if missing or unexpected or shapes:
         parts = []

@@ -19,7 +19,7 @@ from effsam2.configs import ModelConfig
 from effsam2.devices import check_device
 from effsam2.errors import CheckpointError
 from effsam2.modeling.sam2_model import SAM2Model
-from effsam2.registry import get_config, get_family
+from effsam2.registry import get_config, shipped_weights
 
 __all__ = ["CHECKPOINT_HELP", "accel_from_args", "build_model_from_args", "check_model_args"]
 
@@ -45,9 +45,7 @@ def check_model_args(args: argparse.Namespace) -> ModelConfig:
     unusable device, unknown acceleration or setting.
     """
     config = get_config(args.model, args.image_size)
-    family = get_family(config.name)
-    has_shipped = family.shipped_weights is not None and family.shipped_weights(config) is not None
-    if args.checkpoint is None and has_shipped:
+    if args.checkpoint is None and shipped_weights(config) is not None:
         pass  # the weights that ship with effsam2
     elif args.checkpoint is None:
         raise CheckpointError(f"no --checkpoint given: --model {args.model} needs --checkpoint PATH ({CHECKPOINT_HELP})")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from effsam2.registry import DEFAULT_ALIAS, default_model, get_config, get_family, list_models
+from effsam2.registry import DEFAULT_ALIAS, default_model, get_config, list_models, shipped_weights
 
 
 def add_parser(subparsers) -> None:
@@ -13,8 +13,7 @@ def add_parser(subparsers) -> None:
 def weights_column(name: str) -> str:
     """'shipped' when weights come with effsam2, else the official checkpoint file to pass with --checkpoint."""
     config = get_config(name)
-    family = get_family(name)
-    if family.shipped_weights is not None and family.shipped_weights(config) is not None:
+    if shipped_weights(config) is not None:
         return "shipped (no --checkpoint needed)"
     return f"--checkpoint {config.checkpoint_file}"
 

@@ -115,6 +115,12 @@ def get_family(model_name: str) -> ModelFamily:
             f"unknown model name {name!r}.{hint} Known models: {DEFAULT_ALIAS}, {', '.join(known)}") from None
 
 
+def shipped_weights(config: ModelConfig) -> Path | None:
+    """The weight file that ships with effsam2 for ``config``'s model, or None (official models)."""
+    family = get_family(config.name)
+    return family.shipped_weights(config) if family.shipped_weights is not None else None
+
+
 def get_config(name: str, image_size: int | None = None) -> ModelConfig:
     """The named config (``"default"`` allowed), optionally at another image size."""
     name = resolve_name(name)

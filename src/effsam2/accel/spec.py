@@ -82,41 +82,34 @@ class AccelSpec:
     @property
     def label(self) -> str:
         """Canonical short name, e.g. ``swr+smr`` or ``pool``."""
-        parts = []
-        if self.swr:
-            parts.append(SWR)
-        if self.pool is not None:
-            parts.append(POOL if self.pool == "exact" else POOL_SDPA)
-        if self.smr:
-            parts.append(SMR)
-        return "+".join(parts) or DENSE
+        return self._name(settings="none")
 
     @property
     def description(self) -> str:
         """The label with every setting, parseable back: e.g. ``pool@2+smr@0.95:topk``."""
-        parts = []
-        if self.swr:
-            parts.append(SWR)
-        if self.pool is not None:
-            parts.append(f"{POOL if self.pool == 'exact' else POOL_SDPA}@{self.pool_window}")
-        if self.smr:
-            parts.append(f"{SMR}@{self.smr_sparsity:g}:{self.smr_policy}")
-        return "+".join(parts) or DENSE
-
+        return self._name(settings="all")
 
     @property
     def short_label(self) -> str:
         """The label with the settings that differ from their defaults: ``pool``, ``pool@4``, ``smr:random``."""
+        return self._name(settings="changed")
+
+    def _name(self, settings: str) -> str:
+        """'+'-joined parts with no settings, every setting, or those that differ from the defaults."""
         default = AccelSpec()
+
+        def shown(value, default_value) -> bool:
+            return settings == "all" or (settings == "changed" and value != default_value)
+
         parts = []
         if self.swr:
             parts.append(SWR)
         if self.pool is not None:
             name = POOL if self.pool == "exact" else POOL_SDPA
-            parts.append(name if self.pool_window == default.pool_window else f"{name}@{self.pool_window}")
+            parts.append(f"{name}@{self.pool_window}" if shown(self.pool_window, default.pool_window) else name)
         if self.smr:
-            name = SMR if self.smr_sparsity == default.smr_sparsity else f"{SMR}@{self.smr_sparsity:g}"
-            parts.append(name if self.smr_policy == default.smr_policy else f"{name}:{self.smr_policy}")
+            name = f"{SMR}@{self.smr_sparsity:g}" if shown(self.smr_sparsity, default.smr_sparsity) else SMR
+            parts.append(f"{name}:{self.smr_policy}" if shown(self.smr_policy, default.smr_policy) else name)
         return "+".join(parts) or DENSE
 
 

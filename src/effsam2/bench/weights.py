@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from effsam2.build import build_model
-from effsam2.registry import get_config, get_family
+from effsam2.registry import get_config, shipped_weights
 
 DESCRIPTION = "random (seed {seed}; noise + object-score bias +4 so objects are tracked)"
 
@@ -51,9 +51,7 @@ def reference_state(name: str, image_size: int, checkpoint: str | None, seed: in
     torch.manual_seed(seed)
     model = build_model(name, checkpoint, image_size=image_size)  # shipped weights when a model has them
     if checkpoint is None:
-        config = get_config(name)
-        family = get_family(name)
-        shipped = family.shipped_weights(config) if family.shipped_weights is not None else None
+        shipped = shipped_weights(get_config(name))
         if shipped is not None:
             return model.state_dict(), f"shipped ({shipped.name})"
         make_tracking_weights(model, seed)

@@ -19,7 +19,7 @@ from effsam2.eval.datasets import open_dataset
 from effsam2.eval.prompts import PROMPT_KINDS
 from effsam2.eval.report import format_markdown, write_json, write_results
 from effsam2.eval.scoring import score_dataset
-from effsam2.io.output import check_output_folder, staging_folder, swap_in
+from effsam2.io.output import check_output_folder, fresh_staging_folder, staging_folder, swap_in
 
 __all__ = ["add_parser", "run"]
 
@@ -88,8 +88,7 @@ def run(args: argparse.Namespace) -> int:
         return _run_grid(args, dataset, sequences, staging)
     try:
         if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
-            staging.mkdir(parents=True)
+            fresh_staging_folder(Path(args.out))
         predictions = args.predictions
         if args.model is not None:
             predictions = _run_model(args, dataset, sequences, staging)
@@ -138,8 +137,7 @@ def _run_grid(args: argparse.Namespace, dataset, sequences: list[str] | None, st
     frames = sum(len(dataset.sequence(n).frames) for n in names)
     runs = []
     try:
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
+        fresh_staging_folder(Path(args.out))
         for spec, spec_args in zip(specs, per_spec):
             model = build_model_from_args(spec_args, "eval")
             folder = staging / folder_name(spec)

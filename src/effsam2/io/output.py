@@ -42,7 +42,8 @@ from effsam2.io.rle import RleJsonWriter, decode_rle, encode_rle
 if TYPE_CHECKING:  # Python 3.10 has no typing.Self
     from typing_extensions import Self
 
-__all__ = ["OUTPUT_FORMATS", "OutputWriter", "check_object_id", "check_output_folder", "parse_formats"]
+__all__ = ["OUTPUT_FORMATS", "OutputWriter", "check_object_id", "check_output_folder", "fresh_staging_folder",
+           "parse_formats", "staging_folder", "swap_in"]
 
 OUTPUT_FORMATS = ("png", "rle", "mp4")
 
@@ -89,6 +90,14 @@ def check_output_folder(out_dir: str | os.PathLike[str], overwrite: bool) -> Non
 def staging_folder(out_dir: Path, kind: str = "partial") -> Path:
     """The hidden folder beside ``out_dir`` where a run is written before it is swapped in."""
     return out_dir.parent / f".{out_dir.name}.effsam2-{kind}-{os.getpid()}"
+
+
+def fresh_staging_folder(out_dir: Path) -> Path:
+    """An empty staging folder for ``out_dir`` (a leftover of a killed run with our pid is removed)."""
+    staging = staging_folder(out_dir)
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    return staging
 
 
 def swap_in(staging: Path, out_dir: Path) -> None:
@@ -143,8 +152,7 @@ class OutputWriter:
         self._created_dirs: list[Path] = []
         try:
             self._make_dir(self.out_dir.parent)
-            shutil.rmtree(self.staging_dir, ignore_errors=True)  # a leftover of a killed run with our pid
-            self.staging_dir.mkdir()
+            fresh_staging_folder(self.out_dir)
             if "png" in self.formats:
                 self.masks_dir.mkdir()
         except (FileExistsError, NotADirectoryError):

@@ -1,9 +1,4 @@
-"""``effsam2 track``: segment and track prompted objects through a video and write masks.
-
-Everything that can be wrong with the inputs (model name, checkpoint, device, video, prompts, --out) is
-checked before the model is built. The result is written beside --out and swapped in when complete, so a
-run that fails or is interrupted (Ctrl-C, SIGTERM) leaves --out exactly as it was.
-"""
+"""``effsam2 track``: segment and track prompted objects through a video and write masks (``HELP`` says how)."""
 
 from __future__ import annotations
 
