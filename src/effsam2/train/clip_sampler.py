@@ -9,6 +9,11 @@ Everything is drawn from a ``numpy.random.Generator`` given by the caller (one p
   either with its own frame (camera motion) or pasted onto a frame of another sequence; with set
   probabilities an object of another sequence passes in front of it (occlusion), or its path leaves the
   frame and comes back (disappearance and reappearance).
+* Distractors: with a set probability an object of a random training sequence (often a person, an animal or
+  a vehicle like the target, sometimes the target's own sequence) is pasted beside the target on every
+  frame, prompt frame included, moving on its own path; it is not the target, and where it covers the
+  target the target is hidden. Single-object data never shows a second salient object otherwise, and
+  without one a model learns to segment "the salient thing" and ignore its prompt and its memory.
 * Every clip then gets the same random zoom-crop, horizontal flip and colour jitter on all its frames
   (frames and masks are warped together with one ``grid_sample``; masks are re-thresholded).
 
@@ -37,6 +42,7 @@ class ClipSettings:
     paste_fraction: float = 0.5  # of synthetic clips: object pasted onto another sequence's frame
     occlusion_prob: float = 0.3  # of synthetic clips
     leave_frame_prob: float = 0.2  # of synthetic clips
+    distractor_prob: float = 0.5  # of all clips: another object pasted beside the target
     zoom_prob: float = 0.5
     max_zoom: float = 1.6
     flip_prob: float = 0.5
@@ -84,7 +90,7 @@ def object_motion(rng: np.random.Generator, t: int, leave: bool) -> torch.Tensor
 
 def _random_object(rng: np.random.Generator, videos: list[TrainVideo], exclude: int) -> tuple[torch.Tensor, torch.Tensor]:
     """A (1, 3, S, S) frame and its (1, 1, S, S) object mask from another sequence."""
-    choices = [i for i in range(len(videos)) if i != exclude] or [exclude]
+    choices = [i for i in range(len(videos)) if i != exclude] or [0]
     v = videos[choices[rng.integers(len(choices))]]
     with_obj = v.frames_with_object(0)
     frame = int(with_obj[rng.integers(len(with_obj))]) if len(with_obj) else int(rng.integers(v.num_frames))
@@ -143,6 +149,21 @@ def synthetic_clip(rng: np.random.Generator, videos: list[TrainVideo], s: ClipSe
     return frames, masks
 
 
+def add_distractor(rng: np.random.Generator, videos: list[TrainVideo], frames: torch.Tensor,
+                   masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Paste an object of a random sequence beside the target on every frame (see the module docstring)."""
+    t = frames.shape[0]
+    image, mask = _random_object(rng, videos, exclude=-1)
+    path = object_motion(rng, t, leave=False)
+    side = rng.choice([-1.0, 1.0])
+    path[:, 0, 2] += float(side * rng.uniform(0.5, 1.0))  # shifted sideways: beside the target, not on it
+    path[:, 1, 2] += float(rng.uniform(-0.3, 0.3))
+    path[:, :, :2] *= float(rng.uniform(0.8, 1.5))  # sampling scale > 1: the distractor appears smaller
+    pasted = warp(image.expand(t, -1, -1, -1), path)
+    alpha = warp(mask.expand(t, -1, -1, -1), path, padding="zeros").clamp(0, 1)
+    return pasted * alpha + frames * (1 - alpha), masks * (alpha <= 0.5).float()
+
+
 def augment(rng: np.random.Generator, frames: torch.Tensor, masks: torch.Tensor,
             s: ClipSettings) -> tuple[torch.Tensor, torch.Tensor]:
     """One random zoom-crop, flip and colour jitter for the whole clip."""
@@ -172,7 +193,10 @@ def sample_clip(rng: np.random.Generator, videos: list[TrainVideo], s: ClipSetti
     """One augmented clip: frames (T, 3, S, S) in [0, 1] and masks (T, 1, S, S); frame 0 shows the object."""
     for _ in range(10):
         make = synthetic_clip if rng.random() < s.synthetic_fraction else real_clip
-        frames, masks = augment(rng, *make(rng, videos, s), s)
+        frames, masks = make(rng, videos, s)
+        if rng.random() < s.distractor_prob:
+            frames, masks = add_distractor(rng, videos, frames, masks)
+        frames, masks = augment(rng, frames, masks, s)
         if masks[0].sum() >= MIN_FIRST_FRAME_PIXELS:
             return frames, masks
     return frames, masks
