@@ -21,6 +21,7 @@ from effsam2.errors import Effsam2Error
 SUBCOMMAND_MODULES: tuple[str, ...] = (
     "effsam2.predictor.cli",
     "effsam2.predictor.demo_cli",
+    "effsam2.app.cli",
     "effsam2.model_cli",
     "effsam2.eval.cli",
     "effsam2.train.vos_cli",
