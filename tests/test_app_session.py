@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from effsam2.app.session import AppSession
+from effsam2.app.session import AppSession, check_upload
 from effsam2.build import build_model
-from effsam2.errors import PromptError, VideoError
+from effsam2.errors import Effsam2Error, PromptError, VideoError
 from effsam2.predictor.video import VideoPredictor
 
 NUM_FRAMES = 4
@@ -149,3 +149,11 @@ def test_bad_input_is_one_message_and_changes_nothing(predictor, clip, tmp_path)
             s.track()
     finally:
         s.close()
+
+
+def test_uploads_over_the_limit_are_refused_with_their_size(tmp_path):
+    big = tmp_path / "big.mp4"
+    big.write_bytes(b"\0" * (3 * 2**20))
+    check_upload(big, 4 * 2**20)  # under the limit: accepted
+    with pytest.raises(Effsam2Error, match=r"big.mp4 is 3.0 MB; the limit is 2 MB"):
+        check_upload(big, 2 * 2**20)

@@ -14,6 +14,7 @@ import torch
 from effsam2.accel.spec import AccelSpec, make_memory_backend
 from effsam2.checkpoint import load_into, read_state_dict
 from effsam2.configs import ModelConfig
+from effsam2.dtypes import resolve_dtype
 from effsam2.modeling.sam2_model import SAM2Model
 from effsam2.registry import DEFAULT_ALIAS, get_config, get_family, list_models, shipped_weights
 
@@ -32,7 +33,7 @@ def build_from_config(config: ModelConfig, accel: AccelSpec | None = None) -> SA
 
 def build_model(name: str = DEFAULT_ALIAS, checkpoint: str | os.PathLike | None = None, *,
                 device: str | torch.device = "cpu", image_size: int | None = None,
-                accel: AccelSpec | str | None = None, **accel_options) -> SAM2Model:
+                accel: AccelSpec | str | None = None, dtype: str = "fp32", **accel_options) -> SAM2Model:
     """Build a named model in eval mode with its weights.
 
     ``name`` defaults to effsam2's own model (``"default"``), whose trained weights ship with the package.
@@ -40,9 +41,12 @@ def build_model(name: str = DEFAULT_ALIAS, checkpoint: str | os.PathLike | None 
     with shipped weights gets those, others stay at their random initialisation. ``image_size`` builds
     another input resolution; ``accel`` chooses accelerations (``"pool"``, ``"smr"``, ``"swr+smr"``..., see
     :class:`effsam2.accel.spec.AccelSpec`) and ``accel_options`` set their parameters (e.g. smr_sparsity=0.9).
+    ``dtype`` (``"fp32"``, ``"bf16"`` or ``"auto"``: bf16 on CUDA and on CPUs with native bf16) is the autocast
+    dtype the predictors run this model in (``model.autocast_dtype``, resolved here); the weights stay fp32.
     """
     config = get_config(name, image_size)
     family = get_family(config.name)
+    autocast_dtype = resolve_dtype(dtype, device, config.bf16_auto)
     if isinstance(accel, str) or (accel is None and accel_options):
         accel = AccelSpec.parse(accel or config.memory_attention, **accel_options)
     model = build_from_config(config, accel)
@@ -56,6 +60,7 @@ def build_model(name: str = DEFAULT_ALIAS, checkpoint: str | os.PathLike | None 
         prefixes = family.base_weight_prefixes
         skip = () if any(k.startswith(prefixes) for k in state) else prefixes
         load_into(model, state, config.name, str(checkpoint), matching_models, skip_prefixes=skip)
+    model.autocast_dtype = autocast_dtype
     return model.to(device).eval()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import torch
@@ -25,13 +26,33 @@ def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
     return any(flag in flags for flag in NATIVE_BF16_CPU_FLAGS)
 
 
-def resolve_dtype(name: str, device: torch.device | str) -> str:
-    """'fp32' or 'bf16' for ``name``: ``auto`` is bf16 on CUDA and on CPUs with native bf16, else fp32."""
+def resolve_dtype(name: str, device: torch.device | str, bf16_auto: bool = True) -> str:
+    """'fp32' or 'bf16' for ``name``: ``auto`` is bf16 on CUDA and on CPUs with native bf16, else fp32.
+
+    ``bf16_auto=False`` (a model whose accuracy bf16 costs too much, ``ModelConfig.bf16_auto``) makes ``auto``
+    fp32 everywhere; an explicit ``bf16`` is still honoured."""
+    return explain_dtype(name, device, bf16_auto)[0]
+
+
+def explain_dtype(name: str, device: torch.device | str, bf16_auto: bool = True) -> tuple[str, str]:
+    """(``resolve_dtype``'s answer, why: a few words for a command's first line)."""
     if name not in DTYPE_CHOICES:
         raise Effsam2Error(f"unknown dtype {name!r}: use {', '.join(DTYPE_CHOICES)}")
     if name != "auto":
-        return name
+        return name, "asked for"
+    if not bf16_auto:
+        return "fp32", "auto: this model loses accuracy in bf16"
     device = torch.device(device)
     if device.type == "cuda":
-        return "bf16"
-    return "bf16" if cpu_has_native_bf16() else "fp32"
+        return "bf16", "auto: CUDA"
+    if cpu_has_native_bf16():
+        return "bf16", "auto: native bf16 on this CPU"
+    return "fp32", "auto: no native bf16 on this CPU"
+
+
+def autocast(device: torch.device | str, dtype: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast on ``device`` for ``dtype == 'bf16'``; a no-op context for fp32."""
+    if dtype not in ("fp32", "bf16"):
+        raise Effsam2Error(f"dtype must be resolved to fp32 or bf16, got {dtype!r}")
+    device = torch.device(device)
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bf16")

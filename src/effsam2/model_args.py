@@ -12,21 +12,57 @@ import argparse
 import sys
 from pathlib import Path
 
-from effsam2.accel.spec import AccelSpec
+from effsam2.accel.spec import SMR_POLICIES, AccelSpec
 from effsam2.accel.window_routing import WindowGrid
 from effsam2.build import build_model
 from effsam2.configs import ModelConfig
 from effsam2.devices import check_device
+from effsam2.dtypes import DTYPE_CHOICES, explain_dtype
 from effsam2.errors import CheckpointError
 from effsam2.modeling.sam2_model import SAM2Model
 from effsam2.registry import get_config, shipped_weights
 
-__all__ = ["CHECKPOINT_HELP", "accel_from_args", "build_model_from_args", "check_model_args"]
+__all__ = ["CHECKPOINT_HELP", "accel_from_args", "add_model_options", "build_model_from_args", "check_model_args",
+           "describe_dtype"]
 
 CHECKPOINT_HELP = ("official checkpoints are not bundled: download them from the SAM 2 / SAM 2.1 release "
                    "(https://github.com/facebookresearch/sam2#download-checkpoints) or EfficientTAM "
                    "(https://github.com/yformer/EfficientTAM), e.g. with scripts/download_checkpoints.sh, "
                    "then pass --checkpoint PATH")
+
+
+def add_model_options(parser, *, model_default: str | None = "default", accel_list: bool = False) -> None:
+    """Declare the model options (``--model --checkpoint --image-size --accel --smr-sparsity --smr-policy
+    --pool-window --swr-shortcut --device --dtype``) on a parser or argument group: the one place their
+    names, defaults and help texts live. ``accel_list``: ``--accel`` takes a comma list (``eval``'s grid)."""
+    model_help = "model name (see `effsam2 models`)"
+    if model_default == "default":
+        model_help += "; default: effsam2's own model, whose weights ship with effsam2"
+    parser.add_argument("--model", default=model_default, help=model_help)
+    parser.add_argument("--checkpoint", help="the model's official checkpoint (.pt) or a .safetensors file "
+                        "(not needed for a model whose weights ship with effsam2)")
+    parser.add_argument("--image-size", type=int, help="model input size (default: the model's, e.g. 1024); "
+                        "smaller is faster and less accurate")
+    accel_help = ("accelerations, e.g. dense, pool, smr, swr+smr, pool@4, smr@0.9:random (default: the model's "
+                  "official setting, e.g. pool for efficienttam_*_1; see `effsam2 models`)")
+    if accel_list:
+        accel_help += ("; a comma list (e.g. dense,pool@4,smr@0.9,smr@0.95:random,pool+smr) evaluates each on "
+                       "the same data and writes one table, OUT/grid.{json,md,png}, dense first")
+    parser.add_argument("--accel", default=None, help=accel_help)
+    parser.add_argument("--smr-sparsity", type=float, help="SMR sparsity (default 0.95)")
+    parser.add_argument("--smr-policy", choices=SMR_POLICIES, help="SMR token selection (default topk)")
+    parser.add_argument("--pool-window", type=int, help="pooled memory attention window: 1, 2 (default) or 4")
+    parser.add_argument("--swr-shortcut", help="trained SWR shortcut (.safetensors), needed with --accel swr")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    parser.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto",
+                        help="autocast dtype: auto (default: bf16 on CUDA and on CPUs with native bf16, AMX or "
+                             "AVX512-BF16, unless the model loses accuracy in it), fp32 or bf16")
+
+
+def describe_dtype(args: argparse.Namespace, config: ModelConfig) -> str:
+    """E.g. 'bf16 (auto: the CPU has native bf16 ...)': what a command says in its first line."""
+    dtype, why = explain_dtype(getattr(args, "dtype", "fp32"), args.device, config.bf16_auto)
+    return f"{dtype} ({why})"
 
 
 def accel_from_args(args: argparse.Namespace, config: ModelConfig) -> AccelSpec:
@@ -64,4 +100,5 @@ def build_model_from_args(args: argparse.Namespace, command: str) -> SAM2Model:
     if accel.swr and accel.swr_shortcut is None:
         print(f"effsam2 {command}: warning: --accel swr without --swr-shortcut: skipped windows get no trained "
               "shortcut (lower accuracy); train one with `effsam2 train-shortcut`", file=sys.stderr)
-    return build_model(args.model, args.checkpoint, device=args.device, image_size=args.image_size, accel=accel)
+    return build_model(args.model, args.checkpoint, device=args.device, image_size=args.image_size, accel=accel,
+                       dtype=getattr(args, "dtype", "fp32"))

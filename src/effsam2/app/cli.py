@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from effsam2.accel.spec import SMR_POLICIES
 from effsam2.errors import Effsam2Error
+from effsam2.model_args import add_model_options
 
 DEFAULT_PORT = 7860
 
@@ -20,17 +20,7 @@ DEFAULT_PORT = 7860
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("app", help="a local web app: click on objects, track them, download the masks",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="default", help="model name (see `effsam2 models`; default: effsam2's own "
-                   "model, whose weights ship with effsam2)")
-    p.add_argument("--checkpoint", help="the model's official checkpoint (.pt) or a .safetensors file")
-    p.add_argument("--image-size", type=int, help="model input size (default: the model's)")
-    p.add_argument("--accel", default=None, help="accelerations, e.g. dense, pool, smr (default: the model's "
-                   "official setting)")
-    p.add_argument("--smr-sparsity", type=float, help="SMR sparsity (default 0.95)")
-    p.add_argument("--smr-policy", choices=SMR_POLICIES, help="SMR token selection (default topk)")
-    p.add_argument("--pool-window", type=int, help="pooled memory attention window: 1, 2 (default) or 4")
-    p.add_argument("--swr-shortcut", help="trained SWR shortcut (.safetensors), needed with --accel swr")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    add_model_options(p)
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1: this machine "
                    "only; 0.0.0.0 serves the network)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
@@ -49,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     except ImportError:
         raise Effsam2Error('effsam2 app needs gradio: pip install "effsam2[app]"') from None
     from effsam2.app.page import AppPage, page_css
-    from effsam2.model_args import build_model_from_args, check_model_args
+    from effsam2.model_args import build_model_from_args, check_model_args, describe_dtype
     from effsam2.predictor.demo_cli import SAMPLE_VIDEO
     from effsam2.predictor.video import VideoPredictor
 
@@ -62,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     page = AppPage(predictor, sample=None if args.no_sample else SAMPLE_VIDEO,
                    title=f"effsam2: {config.name}", max_upload_bytes=int(args.max_upload_mb * 2**20),
                    max_video_frames=args.max_video_frames, idle_seconds=args.idle_minutes * 60)
-    print(f"effsam2 app: {config.name} on {args.device}; open http://{args.host}:{args.port} (Ctrl-C stops)",
+    print(f"effsam2 app: {config.name} on {args.device}, {describe_dtype(args, config)}; open http://{args.host}:{args.port} (Ctrl-C stops)",
           file=sys.stderr)
     try:
         page.build().launch(server_name=args.host, server_port=args.port,

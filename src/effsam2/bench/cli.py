@@ -19,6 +19,7 @@ from effsam2.bench.report import check_plotting, markdown_table, write_json, wri
 from effsam2.bench.runner import DTYPES, BenchOptions, Runner
 from effsam2.configs import HieraConfig
 from effsam2.devices import check_device
+from effsam2.dtypes import resolve_dtype
 from effsam2.errors import CheckpointError, Effsam2Error, VideoError
 from effsam2.registry import get_config, resolve_name
 
@@ -51,7 +52,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--frames", type=int, default=8, help="frames per pass, frame 0 is prompted (default 8)")
     p.add_argument("--warmup", type=int, default=1, help="first frames of each pass not measured (default 1)")
     p.add_argument("--repeats", type=int, default=3, help="passes per row, the median is kept (default 3)")
-    p.add_argument("--dtype", choices=list(DTYPES), default="fp32", help="autocast dtype (default fp32)")
+    p.add_argument("--dtype", choices=["auto", *DTYPES], default="fp32",
+                   help="autocast dtype (default fp32, so that rows compare like with like; auto: bf16 on CUDA "
+                        "and on CPUs with native bf16)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the components (slow to compile, minutes on a CPU; raise --warmup)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
@@ -168,11 +171,15 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
     loops = list(dict.fromkeys(_split(args.loop) or ["steps"]))
     if unknown := [loop for loop in loops if loop not in LOOPS]:
         raise Effsam2Error(f"unknown loop {unknown[0]!r}; choose from {', '.join(LOOPS)}")
+    if "predictor" in loops and args.dtype == "fp16":
+        raise Effsam2Error("--loop predictor runs fp32 or bf16 (the predictors' dtypes), not fp16")
     if args.threads is not None and args.threads < 1:
         raise Effsam2Error("--threads must be at least 1")
     return BenchOptions(models=models, video=video, image_sizes=sizes, accels=accels,
                         objects=_ints(args.objects, "object counts", 1) or [1], frames=args.frames,
-                        warmup=args.warmup, repeats=args.repeats, dtype=args.dtype, compile=args.compile,
+                        warmup=args.warmup, repeats=args.repeats,
+                        dtype=resolve_dtype(args.dtype, device) if args.dtype == "auto" else args.dtype,
+                        compile=args.compile,
                         device=device, checkpoints=_checkpoints(args.checkpoint, models),
                         against_official=args.against_official, seed=args.seed, loops=loops)
 

@@ -24,11 +24,13 @@ from effsam2.modeling.sam2_model import PointPrompt, SAM2Model
 def iter_predictor_pass(model: SAM2Model, rgb_frames: Sequence[np.ndarray], prompts: Sequence[PointPrompt],
                         timer: FrameTimer,
                         context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
-                        ) -> PassSteps:
-    """Track one object per prompt (model-space clicks, converted to video pixels) through ``rgb_frames``."""
+                        dtype: str = "fp32") -> PassSteps:
+    """Track one object per prompt (model-space clicks, converted to video pixels) through ``rgb_frames``.
+
+    ``dtype`` (fp32 or bf16) is the predictor's own autocast (``context`` would be switched off inside it)."""
     from effsam2.predictor.video import VideoPredictor
 
-    predictor = VideoPredictor(model, timer=timer)
+    predictor = VideoPredictor(model, timer=timer, dtype=dtype)
     height, width = rgb_frames[0].shape[:2]
     size = model.image_size
     masks, scores, fractions = [], [], []

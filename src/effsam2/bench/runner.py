@@ -287,7 +287,7 @@ class Runner:
         if row.loop == "predictor":  # the VideoPredictor routes SWR models by itself
             check_routable(model, row.spec)
             prepared = Prepared(record, lambda r: iter_predictor_pass(model, clip.rgb, prompts, self._timer(),
-                                                                      context), dict)
+                                                                      dtype=self.opt.dtype), dict)
             prepared.stats = lambda: window_stats(prepared.passes[-1].window_fractions, self.opt.warmup)
             return prepared
         encoder = make_frame_encoder(model, row.spec)

@@ -13,13 +13,13 @@ import sys
 import time
 from pathlib import Path
 
-from effsam2.accel.spec import SMR_POLICIES
 from effsam2.errors import Effsam2Error
 from effsam2.eval.datasets import open_dataset
 from effsam2.eval.prompts import PROMPT_KINDS
 from effsam2.eval.report import format_markdown, write_json, write_results
 from effsam2.eval.scoring import score_dataset
 from effsam2.io.output import check_output_folder, fresh_staging_folder, staging_folder, swap_in
+from effsam2.model_args import add_model_options
 
 __all__ = ["add_parser", "run"]
 
@@ -47,18 +47,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--predictions", metavar="DIR", help="predictions folder to score")
     model = parser.add_argument_group("run a model (instead of --predictions): first-frame ground truth as "
                                       "the prompt, propagate, score; predictions are kept in OUT/predictions")
-    model.add_argument("--model", help="model name (see `effsam2 models`)")
-    model.add_argument("--checkpoint", help="the model's checkpoint")
-    model.add_argument("--accel", help="accelerations, e.g. dense, pool, smr, swr+smr (default: the model's "
-                       "official setting, e.g. pool for efficienttam_*_1); a comma list (e.g. "
-                       "dense,pool@4,smr@0.9,smr@0.95:random,pool+smr) evaluates each on the same data and "
-                       "writes one table, OUT/grid.{json,md,png}, dense first")
-    model.add_argument("--smr-sparsity", type=float, help="SMR sparsity")
-    model.add_argument("--smr-policy", choices=SMR_POLICIES, help="SMR token selection (default topk)")
-    model.add_argument("--pool-window", type=int, help="pooled memory attention window: 1, 2 or 4")
-    model.add_argument("--swr-shortcut", help="trained SWR shortcut (.safetensors)")
-    model.add_argument("--image-size", type=int, help="model input size (default: the model's)")
-    model.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    add_model_options(model, model_default=None, accel_list=True)
     model.add_argument("--prompt", choices=PROMPT_KINDS, default="mask",
                        help="first-frame prompt from the ground truth: mask (the semi-supervised protocol, "
                             "default), box (its bounding box) or click (one click at its deepest point)")
@@ -122,7 +111,7 @@ def _run_grid(args: argparse.Namespace, dataset, sequences: list[str] | None, st
     """Every configuration of the --accel list on the same sequences; one table (see effsam2.eval.grid)."""
     from effsam2.eval.grid import folder_name, format_grid, grid_rows, ordered_specs, write_grid
     from effsam2.eval.run_model import predict_dataset
-    from effsam2.model_args import build_model_from_args, check_model_args
+    from effsam2.model_args import build_model_from_args, check_model_args, describe_dtype
 
     if staging is None:
         raise Effsam2Error("--model needs --out DIR (the predictions and results are written there)")
@@ -130,10 +119,12 @@ def _run_grid(args: argparse.Namespace, dataset, sequences: list[str] | None, st
                           smr_policy=args.smr_policy, swr_shortcut=args.swr_shortcut)
     per_spec = [argparse.Namespace(**(vars(args) | {"accel": spec.description})) for spec in specs]
     for spec_args in per_spec:
-        check_model_args(spec_args)  # every configuration is checked before the first one runs
+        config = check_model_args(spec_args)  # every configuration is checked before the first one runs
     names = sequences or dataset.sequence_names(args.split)
     for name in names:
         dataset.sequence(name)
+    print(f"effsam2 eval: {config.name} at {config.image_size}px on {args.device}, {describe_dtype(args, config)}",
+          file=sys.stderr)
     frames = sum(len(dataset.sequence(n).frames) for n in names)
     runs = []
     try:
@@ -150,7 +141,7 @@ def _run_grid(args: argparse.Namespace, dataset, sequences: list[str] | None, st
             runs.append((spec, results, seconds, frames))
         rows = grid_rows(runs)
         title = (f"{args.model} on {Path(args.dataset).name} ({len(names)} sequences, prompt: {args.prompt}, "
-                 f"{args.device})")
+                 f"{args.device}, {model.autocast_dtype})")
         write_grid(rows, runs, staging, title)
         swap_in(staging, Path(args.out))
         if args.json:
@@ -165,13 +156,15 @@ def _run_model(args: argparse.Namespace, dataset, sequences: list[str] | None, s
     """Validate the model options, build the model and write its predictions under ``staging``
     (what becomes ``--out``); they are scored from there."""
     from effsam2.eval.run_model import predict_dataset
-    from effsam2.model_args import build_model_from_args, check_model_args
+    from effsam2.model_args import build_model_from_args, check_model_args, describe_dtype
 
     if not args.out:
         raise Effsam2Error("--model needs --out DIR (the predictions and results are written there)")
-    check_model_args(args)  # model name, image size, checkpoint file, device, accelerations
+    config = check_model_args(args)  # model name, image size, checkpoint file, device, accelerations
     names = sequences or dataset.sequence_names(args.split)
     for name in names:
         dataset.sequence(name)  # unknown sequence names fail before the model runs
+    print(f"effsam2 eval: {config.name} at {config.image_size}px on {args.device}, {describe_dtype(args, config)}",
+          file=sys.stderr)
     model = build_model_from_args(args, "eval")
     return predict_dataset(model, dataset, names, staging / "predictions", prompt=args.prompt)

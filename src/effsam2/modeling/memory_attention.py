@@ -134,13 +134,19 @@ class MemoryAttentionLayer(nn.Module):
         v = attn.split_heads(attn.v_proj(h))
         return x + attn.out_proj(attn.merge_heads(F.scaled_dot_product_attention(q, k, v)))
 
-    def forward(self, x: torch.Tensor, table: torch.Tensor, memory: MemoryReadout, backend,
+    def forward(self, x: torch.Tensor, table: torch.Tensor, memory: MemoryReadout | list[MemoryReadout], backend,
                 layer_idx: int) -> torch.Tensor:
-        """x (B, Nq, C) current-frame tokens -> (B, Nq, C)."""
+        """x (B, Nq, C) current-frame tokens -> (B, Nq, C); ``memory``: one readout for the batch, or a list
+        of B readouts, one per object (each object's cross-attention then reads its own memory)."""
         x = self.self_attention(x, table)
         attn = self.cross_attn_image
         q = apply_rope(attn.split_heads(attn.q_proj(self.norm2(x))), table)
-        x = x + attn.out_proj(attn.merge_heads(backend.cross_attend(layer_idx, attn, q, table, memory)))
+        if isinstance(memory, list):
+            read = torch.cat([backend.cross_attend(layer_idx, attn, q[i:i + 1], table, m)
+                              for i, m in enumerate(memory)])
+        else:
+            read = backend.cross_attend(layer_idx, attn, q, table, memory)
+        x = x + attn.out_proj(attn.merge_heads(read))
         return x + self.linear2(F.relu(self.linear1(self.norm3(x))))
 
 
@@ -159,10 +165,12 @@ class MemoryAttention(nn.Module):
         return f"backend={self.backend!r}"
 
     def forward(self, curr: torch.Tensor, curr_pos: torch.Tensor, grid: tuple[int, int],
-                memory: MemoryReadout) -> torch.Tensor:
-        """curr, curr_pos (B, h*w, C) current frame -> memory-conditioned (B, h*w, C)."""
+                memory: MemoryReadout | list[MemoryReadout]) -> torch.Tensor:
+        """curr, curr_pos (B, h*w, C) current frame -> memory-conditioned (B, h*w, C). ``memory``: one readout
+        with batch B, or B readouts with batch 1 (objects batched, each reading its own memory)."""
         table = self.rope.get(grid, curr.device)
-        self.backend.begin_read(memory)
+        for readout in memory if isinstance(memory, list) else [memory]:
+            self.backend.begin_read(readout)
         x = curr + 0.1 * curr_pos
         for i, layer in enumerate(self.layers):
             x = layer(x, table, memory, self.backend, i)

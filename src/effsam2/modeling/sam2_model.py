@@ -78,6 +78,8 @@ class SAM2Model(nn.Module):
         super().__init__()
         self.config = config
         self.accel = accel if accel is not None else AccelSpec()  # plain data: which accelerations run
+        # the autocast dtype predictors run this model in by default ("fp32" or "bf16"; build_model's dtype=)
+        self.autocast_dtype = "fp32"
         tc = config.tracker
         c, mem = config.d_model, config.mem_dim
         self.image_encoder = image_encoder

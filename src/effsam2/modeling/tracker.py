@@ -201,3 +201,51 @@ def write_memory(model: SAM2Model, entry: MemoryEntry, feats: FrameFeatures, hig
     entry.grid = (features.shape[-2], features.shape[-1])
     entry.token_index = None
     entry.backend_cache.clear()
+
+
+def _expand(feats: FrameFeatures, b: int) -> FrameFeatures:
+    """One frame's (1, ...) features viewed as a batch of B (no copy)."""
+    return FrameFeatures(feats.vision_feats.expand(b, -1, -1, -1), feats.vision_pos.expand(b, -1, -1, -1),
+                         None if feats.high_res is None else [h.expand(b, -1, -1, -1) for h in feats.high_res])
+
+
+def track_objects(model: SAM2Model, frame_idx: int, feats: FrameFeatures, memories: list[ObjectMemory],
+                  memory_keys: list[object], *, num_frames: int | None = None, reverse: bool = False,
+                  return_token_attention: bool = False, memory_dtype: torch.dtype = torch.bfloat16,
+                  timer: SectionTimer = NO_TIMER) -> tuple[list[MemoryEntry], StepOutput]:
+    """Track B objects on a frame none of them is prompted on, as one batch.
+
+    What :func:`track_step` does for each object (with ``is_init_cond_frame=False``, no prompt, memory
+    encoded), computed together: the memory attention's self-attention and FFN, the prompt encoder + mask
+    decoder and the memory encoder run once on the batch; each object's cross-attention reads its own memory
+    (its own frames, pointers and backend caches, whatever their number), so objects prompted on different
+    frames, added mid-video or with pruned (SMR) or pooled memory batch together unchanged. ``feats`` is the
+    frame's batch-1 features. Returns each object's new bank entry (batch 1) and the batched step output.
+    """
+    b = len(memories)
+    batch = _expand(feats, b)
+    x = batch.vision_feats
+    _, c, h, w = x.shape
+    with timer.section(MEMORY_ATTENTION):
+        readouts = [gather_memory(model, frame_idx, m, num_frames, reverse, x.dtype, key)
+                    for m, key in zip(memories, memory_keys)]
+        curr = x.flatten(2).permute(0, 2, 1)
+        curr_pos = batch.vision_pos.flatten(2).permute(0, 2, 1)
+        pix = model.memory_attention(curr, curr_pos, (h, w), readouts).permute(0, 2, 1).reshape(b, c, h, w)
+    with timer.section(MASK_DECODER):
+        heads = model.forward_sam_heads(pix, None, None, batch.high_res, model.use_multimask(False, None),
+                                        return_token_attention)
+    entries = [MemoryEntry(pred_masks=heads.low_res_masks[i:i + 1], obj_ptr=heads.obj_ptr[i:i + 1],
+                           object_score_logits=heads.object_score_logits[i:i + 1]) for i in range(b)]
+    if model.config.tracker.num_maskmem > 0:
+        with timer.section(MEMORY_ENCODER):
+            features, pos = model.encode_memory(batch, heads.high_res_masks, heads.object_score_logits,
+                                                is_mask_from_pts=False)
+            features = features.to(memory_dtype)
+            for i, entry in enumerate(entries):
+                entry.maskmem_features = features[i:i + 1].clone()  # each object's bank owns its tensor
+                entry.maskmem_pos_enc = pos[0:1]
+                entry.grid = (features.shape[-2], features.shape[-1])
+    batched = MemoryEntry(pred_masks=heads.low_res_masks, obj_ptr=heads.obj_ptr,
+                          object_score_logits=heads.object_score_logits)
+    return entries, StepOutput(batched, heads.high_res_masks, heads)

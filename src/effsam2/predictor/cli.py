@@ -9,12 +9,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from effsam2.accel.spec import SMR_POLICIES
 from effsam2.errors import Effsam2Error, PromptError
 from effsam2.io.frames import FrameSource, open_frames
 from effsam2.io.output import OutputWriter, check_object_id, check_output_folder, parse_formats
 from effsam2.io.png_labels import read_binary_mask
-from effsam2.model_args import build_model_from_args, check_model_args
+from effsam2.model_args import add_model_options, build_model_from_args, check_model_args, describe_dtype
 from effsam2.predictor.prompt_args import ObjectPrompt, add_prompt_options, collect_prompts
 from effsam2.predictor.prompts import check_frame_index, points_to_model_space
 from effsam2.predictor.video import VideoPredictor
@@ -30,26 +29,15 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser("track", help="track prompted objects through a video and write their masks",
                               description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("video", type=Path, help="a video file (mp4, mov, mkv, webm, ...) or a folder of frames")
-    p.add_argument("--model", default="default", help="model name (see `effsam2 models`; default: effsam2's own "
-                   "model, whose weights ship with effsam2)")
-    p.add_argument("--checkpoint", type=Path, help="the model's official checkpoint (.pt) or a .safetensors file")
     p.add_argument("--out", type=Path, required=True, help="output folder (new or empty, or see --overwrite)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a non-empty --out whole once the new result is complete")
     p.add_argument("--format", default="png,rle,mp4", help="comma list of png (palette PNG per frame, DAVIS "
                    "layout), rle (COCO RLE JSON), mp4 (overlay video); default all")
-    p.add_argument("--image-size", type=int, help="model input size (default: the model's, e.g. 1024); "
-                   "smaller is faster and less accurate")
     p.add_argument("--max-frames", type=int, help="track at most this many frames after the first prompted frame "
                    "(and as many before it when it is not frame 0); the overlay video then shows only the "
                    "tracked frames")
-    p.add_argument("--accel", default=None, help="accelerations, e.g. dense, pool, smr, swr+smr (default: the "
-                   "model's official setting, e.g. pool for efficienttam_*_1; see `effsam2 models`)")
-    p.add_argument("--smr-sparsity", type=float, help="SMR sparsity (default 0.95)")
-    p.add_argument("--smr-policy", choices=SMR_POLICIES, help="SMR token selection (default topk)")
-    p.add_argument("--pool-window", type=int, help="pooled memory attention window: 1, 2 (default) or 4")
-    p.add_argument("--swr-shortcut", help="trained SWR shortcut (.safetensors), needed with --accel swr")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    add_model_options(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_prompt_options(p)
     p.set_defaults(func=run)
@@ -59,7 +47,9 @@ def _validate(args) -> tuple[list[ObjectPrompt], tuple[str, ...]]:
     """The options that need neither the video nor the model."""
     formats = parse_formats(args.format)
     check_output_folder(args.out, args.overwrite)
-    check_model_args(args)  # model name, image size, checkpoint file, device, accelerations
+    config = check_model_args(args)  # model name, image size, checkpoint file, device, accelerations
+    # stdout, like the closing line: stderr is kept for the one-line error
+    print(f"effsam2 track: {config.name} at {config.image_size}px on {args.device}, {describe_dtype(args, config)}")
     if args.max_frames is not None and args.max_frames < 1:
         raise PromptError(f"--max-frames must be >= 1, got {args.max_frames}")
     return collect_prompts(args), formats

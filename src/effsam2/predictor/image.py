@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from effsam2.dtypes import autocast, resolve_dtype
 from effsam2.errors import Effsam2Error, PromptError
 from effsam2.io.convert import image_to_rgb
 from effsam2.modeling.sam2_model import PointPrompt, SAM2Model
@@ -102,11 +103,13 @@ class ImagePredictor:
     """
 
     def __init__(self, model: SAM2Model, mask_threshold: float = 0.0, max_hole_area: float = 0.0,
-                 max_sprinkle_area: float = 0.0, *, timer: SectionTimer = NO_TIMER) -> None:
+                 max_sprinkle_area: float = 0.0, *, timer: SectionTimer = NO_TIMER, dtype: str | None = None) -> None:
         if max_hole_area > 0 or max_sprinkle_area > 0:
             raise Effsam2Error("hole / sprinkle filling (max_hole_area, max_sprinkle_area) is not supported: "
                                "it needs the official CUDA extension; leave both at 0")
         self.model = model.eval()
+        # autocast dtype of the model calls ("fp32", "bf16", "auto"; None: the model's, see build_model)
+        self.dtype = resolve_dtype(dtype or model.autocast_dtype, model.device, model.config.bf16_auto)
         self.mask_threshold = mask_threshold
         self.timer = timer
         self._embedding: ImageEmbedding | None = None
@@ -150,7 +153,7 @@ class ImagePredictor:
 
     def _embed(self, rgbs: list[np.ndarray], is_batch: bool) -> ImageEmbedding:
         batch = torch.stack([image_to_model_input(rgb, self.image_size) for rgb in rgbs]).to(self.device)
-        with self.timer.section(IMAGE_ENCODER):
+        with self.timer.section(IMAGE_ENCODER), autocast(self.device, self.dtype):
             feats = self.model.encode_image(batch)
         embed = feats.vision_feats
         if self.model.config.tracker.directly_add_no_mem_embed:
@@ -235,11 +238,11 @@ class ImagePredictor:
         high = None if emb.high_res_feats is None else [
             f[img_idx: img_idx + 1].expand(num, -1, -1, -1) for f in emb.high_res_feats]
         encoder = self.model.sam_prompt_encoder
-        with self.timer.section(MASK_DECODER):
+        with self.timer.section(MASK_DECODER), autocast(self.device, self.dtype):
             sparse, dense = encoder(points=None if points is None else (points.coords, points.labels), boxes=None,
                                     masks=masks_in)
             out = self.model.sam_mask_decoder(image, encoder.get_dense_pe(), sparse, dense, multimask_output, high)
-        return out.masks.float(), out.iou
+        return out.masks.float(), out.iou.float()
 
     # ---- prompt validation ----------------------------------------------------------------------------
     def _point_prompt(self, point_coords, point_labels, box, orig_hw: tuple[int, int],

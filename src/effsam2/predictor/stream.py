@@ -71,8 +71,10 @@ class StreamFrames(FrameSource):
 
 class StreamTracker:
     def __init__(self, model: SAM2Model, *, memory_dtype: torch.dtype = torch.bfloat16,
-                 timer: SectionTimer = NO_TIMER, router_config: RouterConfig = DEFAULT_ROUTER) -> None:
-        self.predictor = VideoPredictor(model, memory_dtype=memory_dtype, timer=timer, router_config=router_config)
+                 timer: SectionTimer = NO_TIMER, router_config: RouterConfig = DEFAULT_ROUTER,
+                 dtype: str | None = None) -> None:
+        self.predictor = VideoPredictor(model, memory_dtype=memory_dtype, timer=timer, router_config=router_config,
+                                        dtype=dtype)
         self.frames = StreamFrames()
         self.state: InferenceState | None = None
         tc = model.config.tracker

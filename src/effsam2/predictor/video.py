@@ -19,11 +19,12 @@ import torch.nn.functional as F
 
 from effsam2.accel.swr import WindowRouting
 from effsam2.accel.window_routing import DEFAULT_ROUTER, RouterConfig
+from effsam2.dtypes import autocast, resolve_dtype
 from effsam2.errors import PromptError
 from effsam2.io.frames import open_frames
 from effsam2.modeling.memory import MemoryEntry
 from effsam2.modeling.sam2_model import NO_OBJ_SCORE, FrameFeatures, PointPrompt, SAM2Model
-from effsam2.modeling.tracker import StepOutput, track_step, write_memory
+from effsam2.modeling.tracker import StepOutput, track_objects, track_step, write_memory
 from effsam2.predictor.prompts import (
     check_frame_index,
     concat_points,
@@ -41,8 +42,13 @@ class VideoPredictor:
     def __init__(self, model: SAM2Model, *, non_overlap_masks: bool = False,
                  clear_non_cond_mem_around_input: bool = False, add_all_frames_to_correct_as_cond: bool = False,
                  memory_dtype: torch.dtype = torch.bfloat16, timer: SectionTimer = NO_TIMER,
-                 router_config: RouterConfig = DEFAULT_ROUTER) -> None:
+                 router_config: RouterConfig = DEFAULT_ROUTER, dtype: str | None = None,
+                 batch_objects: bool = True) -> None:
         self.model = model.eval()
+        # track all objects of a frame as one batch (each reading its own memory); False: one at a time
+        self.batch_objects = batch_objects
+        # autocast dtype of every model call ("fp32", "bf16", "auto"; None: the model's, see build_model)
+        self.dtype = resolve_dtype(dtype or model.autocast_dtype, model.device, model.config.bf16_auto)
         self.non_overlap_masks = non_overlap_masks
         self.clear_non_cond_mem_around_input = clear_non_cond_mem_around_input
         self.add_all_frames_to_correct_as_cond = add_all_frames_to_correct_as_cond
@@ -78,10 +84,14 @@ class VideoPredictor:
         """Dense encoded features of one frame (batch 1), from the cache or computed now."""
         feats = state.features.get(frame_idx)
         if feats is None:
-            with self.timer.section(IMAGE_ENCODER):
+            with self.timer.section(IMAGE_ENCODER), self.autocast():
                 feats = self.model.encode_image(self._image(state, frame_idx))
             state.features.put(frame_idx, feats)
         return feats
+
+    def autocast(self):
+        """The autocast context of this predictor's model calls (bf16, or nothing for fp32)."""
+        return autocast(self.model.device, self.dtype)
 
     def _image(self, state: InferenceState, frame_idx: int) -> torch.Tensor:
         return preprocess_frame(state.frames.get(frame_idx), self.image_size)[None].to(state.device)
@@ -96,7 +106,7 @@ class VideoPredictor:
         cached = state.features.get(frame_idx) if prompted else None
         if cached is not None:
             return cached
-        with self.timer.section(IMAGE_ENCODER):
+        with self.timer.section(IMAGE_ENCODER), self.autocast():
             feats, state.window_selection = self.routing.encode(self.model, self._image(state, frame_idx),
                                                                 state.router, prompted=prompted)
         return feats
@@ -217,8 +227,10 @@ class VideoPredictor:
                     high = F.interpolate(entry.pred_masks.to(state.device), size=(self.image_size,) * 2,
                                          mode="bilinear", align_corners=False)
                     # prompted frames are encoded from the binarised mask (official: is_mask_from_pts=True)
-                    write_memory(self.model, entry, self.frame_features(state, frame_idx), high,
-                                 is_mask_from_pts=True, memory_dtype=self.memory_dtype)
+                    feats = self.frame_features(state, frame_idx)
+                    with self.autocast():
+                        write_memory(self.model, entry, feats, high, is_mask_from_pts=True,
+                                     memory_dtype=self.memory_dtype)
                     self._store(state, entry)
                 (obj.memory.cond if pending.is_cond else obj.memory.non_cond)[frame_idx] = entry
                 if self.clear_non_cond_mem_around_input:
@@ -260,7 +272,11 @@ class VideoPredictor:
             prompted = any(frame_idx in obj.memory.cond for obj in state.objects.values())
             tracked = [obj for obj in state.objects.values() if frame_idx not in obj.memory.cond]
             feats = self._propagation_features(state, frame_idx, prompted) if tracked else None
-            masks, outputs = [], []
+            batched = self.batch_objects and len(tracked) > 1
+            if batched:
+                entries, batch_step = self._track_batch(state, tracked, frame_idx, feats, reverse, routed)
+                new_entries = {obj.obj_id: entry for obj, entry in zip(tracked, entries)}
+            masks, outputs = [], [batch_step] if batched else []
             for obj in state.objects.values():
                 entry = obj.memory.cond.get(frame_idx)
                 if entry is not None:
@@ -268,6 +284,10 @@ class VideoPredictor:
                     outputs.append(entry)
                     if self.clear_non_cond_mem_around_input:
                         self._clear_non_cond_memory_around(obj, frame_idx)
+                elif batched:
+                    entry = new_entries[obj.obj_id]
+                    pred = entry.pred_masks.to(state.device)
+                    obj.memory.non_cond[frame_idx] = entry
                 else:
                     step = self._track(state, obj, frame_idx, feats, is_init_cond_frame=False, reverse=reverse,
                                        run_mem_encoder=True, return_token_attention=routed)
@@ -316,13 +336,26 @@ class VideoPredictor:
                mask_inputs: torch.Tensor | None = None, prev_logits: torch.Tensor | None = None,
                return_token_attention: bool = False) -> StepOutput:
         """One tracking step of one object; the stored entry's large tensors go to the storage device."""
-        step = track_step(self.model, frame_idx, feats, obj.memory, is_init_cond_frame=is_init_cond_frame,
-                          points=points, mask_inputs=mask_inputs, num_frames=state.num_frames, reverse=reverse,
-                          run_mem_encoder=run_mem_encoder, prev_sam_mask_logits=prev_logits,
-                          memory_key=obj.obj_id, return_token_attention=return_token_attention,
-                          memory_dtype=self.memory_dtype, timer=self.timer)
+        with self.autocast():
+            step = track_step(self.model, frame_idx, feats, obj.memory, is_init_cond_frame=is_init_cond_frame,
+                              points=points, mask_inputs=mask_inputs, num_frames=state.num_frames, reverse=reverse,
+                              run_mem_encoder=run_mem_encoder, prev_sam_mask_logits=prev_logits,
+                              memory_key=obj.obj_id, return_token_attention=return_token_attention,
+                              memory_dtype=self.memory_dtype, timer=self.timer)
         self._store(state, step.entry)
         return step
+
+    def _track_batch(self, state: InferenceState, objs: list[ObjectState], frame_idx: int, feats: FrameFeatures,
+                     reverse: bool, return_token_attention: bool) -> tuple[list[MemoryEntry], StepOutput]:
+        """One tracking step of several objects as a batch (``tracker.track_objects``)."""
+        with self.autocast():
+            entries, step = track_objects(self.model, frame_idx, feats, [o.memory for o in objs],
+                                          [o.obj_id for o in objs], num_frames=state.num_frames, reverse=reverse,
+                                          return_token_attention=return_token_attention,
+                                          memory_dtype=self.memory_dtype, timer=self.timer)
+        for entry in entries:
+            self._store(state, entry)
+        return entries, step
 
     @staticmethod
     def _store(state: InferenceState, entry: MemoryEntry) -> None:
@@ -339,13 +372,13 @@ class VideoPredictor:
         for i, obj in enumerate(state.objects.values()):
             entry = obj.latest_output(frame_idx, prefer_cond=is_cond)
             if entry is not None:
-                out[i: i + 1] = F.interpolate(entry.pred_masks.to(state.device), size=(h, w), mode="bilinear",
-                                              align_corners=False)
+                out[i: i + 1] = F.interpolate(entry.pred_masks.to(state.device).float(), size=(h, w),
+                                              mode="bilinear", align_corners=False)
         return self._suppress_overlaps(out)
 
     def _video_resolution(self, state: InferenceState, low_res: torch.Tensor) -> torch.Tensor:
         """(N, 1, h, w) low-res logits -> (N, 1, H, W) at the video's resolution (bilinear)."""
-        masks = F.interpolate(low_res, size=(state.video_height, state.video_width), mode="bilinear",
+        masks = F.interpolate(low_res.float(), size=(state.video_height, state.video_width), mode="bilinear",
                               align_corners=False)
         return self._suppress_overlaps(masks)
 

@@ -194,7 +194,8 @@ def sample_clip(rng: np.random.Generator, videos: list[TrainVideo], s: ClipSetti
     for _ in range(10):
         make = synthetic_clip if rng.random() < s.synthetic_fraction else real_clip
         frames, masks = make(rng, videos, s)
-        if rng.random() < s.distractor_prob:
+        # no draw at 0, so that a run without distractors sees the clips it saw before they existed
+        if s.distractor_prob > 0 and rng.random() < s.distractor_prob:
             frames, masks = add_distractor(rng, videos, frames, masks)
         frames, masks = augment(rng, frames, masks, s)
         if masks[0].sum() >= MIN_FIRST_FRAME_PIXELS:

@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from effsam2.build import trained_state_dict
 from effsam2.checkpoint import save_state_dict
+from effsam2.dtypes import autocast
 from effsam2.errors import Effsam2Error
 from effsam2.io.atomic import atomic_path, atomic_write
 from effsam2.modeling.sam2_model import SAM2Model
@@ -95,11 +96,6 @@ def make_optimizer(model: SAM2Model, s: TrainSettings) -> torch.optim.AdamW:
     if trunk:
         groups.append({"params": trunk, "weight_decay": s.weight_decay, "trunk": True})
     return torch.optim.AdamW(groups, lr=s.lr)
-
-
-def autocast(device: torch.device, dtype: str):
-    enabled = dtype == "bf16"
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
 def train_step(model: SAM2Model, optimizer: torch.optim.Optimizer, videos: list[TrainVideo], step: int,
