@@ -149,7 +149,7 @@ class AppPage:
         obj_id = _object_id(obj_label)
         if mode == MODES[2]:
             if session.pending_corner is None:
-                session._require_video()
+                session.require_video()
                 session.pending_corner = (x, y)
                 return self._view(session, frame, "Box: now click the opposite corner.")
             (x0, y0), session.pending_corner = session.pending_corner, None

@@ -101,7 +101,6 @@ class AppSession:
         try:
             frames.get(0)  # decodes: a file with a video header but no decodable frame fails here
             if self.max_frames is not None and len(frames) > self.max_frames:
-                frames.close()
                 raise VideoError(f"{name or Path(path).name}: {len(frames)} frames, this app accepts at most "
                                  f"{self.max_frames} (start it with a larger --max-video-frames)")
             with self.model_lock:
@@ -118,7 +117,7 @@ class AppSession:
     def num_frames(self) -> int:
         return 0 if self.frames is None else len(self.frames)
 
-    def _require_video(self) -> FrameSource:
+    def require_video(self) -> FrameSource:
         if self.frames is None:
             raise PromptError("open a video first")
         return self.frames
@@ -140,12 +139,12 @@ class AppSession:
         return sorted({a.obj_id for a in self.actions})
 
     def _check_point(self, x: float, y: float) -> None:
-        frames = self._require_video()
+        frames = self.require_video()
         if not (0 <= x < frames.width and 0 <= y < frames.height):
             raise PromptError(f"point ({x:g}, {y:g}) is outside the {frames.width}x{frames.height} frame")
 
     def _check_frame(self, frame: int) -> int:
-        frames = self._require_video()
+        frames = self.require_video()
         if not 0 <= int(frame) < len(frames):
             raise PromptError(f"frame {frame} is outside the video (frames 0-{len(frames) - 1})")
         return int(frame)
@@ -190,7 +189,7 @@ class AppSession:
 
     def frame_masks(self, frame: int) -> dict[int, np.ndarray]:
         """{obj_id: (H, W) bool} shown on a frame (prompt previews and tracking results)."""
-        frames = self._require_video()
+        frames = self.require_video()
         h, w = frames.height, frames.width
         return {obj_id: np.unpackbits(packed, count=h * w).reshape(h, w).astype(bool)
                 for obj_id, packed in self.masks.get(frame, {}).items()}
@@ -212,7 +211,7 @@ class AppSession:
 
     def _rebuild(self, actions: list[Action]) -> None:
         """A fresh tracking state holding exactly ``actions``, replayed in order."""
-        self._require_video()
+        self.require_video()
         with self.model_lock:
             self.predictor.reset_state(self.state)
         self.actions, self.masks, self.result = [], {}, None
@@ -223,7 +222,7 @@ class AppSession:
     def track(self, on_progress: Callable[[int, int], None] | None = None) -> TrackResult:
         """Propagate every object through the video (forward, and backward when the first prompt is not on
         frame 0), write the outputs into a new folder and zip the masks."""
-        frames = self._require_video()
+        frames = self.require_video()
         if not self.actions:
             raise PromptError("add a click or a box on an object first")
         first = min(a.frame for a in self.actions)
@@ -253,18 +252,16 @@ class AppSession:
         with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as z:
             for png in sorted((folder / "masks").glob("*.png")):
                 z.write(png, f"masks/{png.name}")
-        previous, self.result = self.result, TrackResult(folder, folder / "overlay.mp4", zip_path,
-                                                         folder / "masks.json", len(written))
+        self.result = TrackResult(folder, folder / "overlay.mp4", zip_path, folder / "masks.json", len(written))
         for old in self.workdir.glob("result-*"):
             if old != folder:
                 shutil.rmtree(old, ignore_errors=True)
-        del previous
         return self.result
 
     # ---- display --------------------------------------------------------------------------------------
     def frame_image(self, frame: int) -> np.ndarray:
         """(H, W, 3) uint8: the frame with its masks (object colours as in the overlay) and prompt marks."""
-        frames = self._require_video()
+        frames = self.require_video()
         frame = self._check_frame(frame)
         rgb = frames.get(frame)
         shown = self.frame_masks(frame)
