@@ -26,8 +26,10 @@ def test_native_bf16_is_read_from_the_cpu_flags():
 def test_auto_follows_device_cpu_and_model():
     assert resolve_dtype("fp32", "cuda") == "fp32" and resolve_dtype("bf16", "cpu") == "bf16"
     assert explain_dtype("auto", "cuda") == ("bf16", "auto: CUDA")
-    assert resolve_dtype("auto", "cuda", bf16_auto=False) == "fp32"  # a model that loses accuracy in bf16
-    assert resolve_dtype("bf16", "cpu", bf16_auto=False) == "bf16"  # explicit bf16 is honoured
+    assert resolve_dtype("auto", "cuda", bf16_auto=()) == "fp32"  # a model that loses accuracy in bf16
+    assert resolve_dtype("auto", "cuda", bf16_auto=("cuda",)) == "bf16"
+    assert resolve_dtype("auto", "cpu", bf16_auto=("cuda",)) == "fp32"  # e.g. no faster on a CPU
+    assert resolve_dtype("bf16", "cpu", bf16_auto=()) == "bf16"  # explicit bf16 is honoured
     native = cpu_has_native_bf16()
     assert resolve_dtype("auto", "cpu") == ("bf16" if native else "fp32")
     with pytest.raises(Effsam2Error, match="unknown dtype 'fp16'"):

@@ -118,9 +118,9 @@ class ModelConfig:
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     # the memory-attention backend the official model uses ("dense", or e.g. "pooled-2" for efficienttam_ti_1)
     memory_attention: str = "dense"
-    # whether dtype "auto" may choose bf16 autocast for this model (False where bf16 was measured to cost
-    # accuracy; an explicit "bf16" is still honoured)
-    bf16_auto: bool = True
+    # the device types ("cuda", "cpu") on which dtype "auto" may choose bf16 autocast for this model: drop one
+    # where bf16 was measured to cost accuracy or to run no faster there (an explicit "bf16" is still honoured)
+    bf16_auto: tuple[str, ...] = ("cuda", "cpu")
 
     def with_image_size(self, image_size: int) -> ModelConfig:
         """The same model at another input resolution (must be a multiple of 32 for Hiera, 16 for ViT)."""

@@ -26,23 +26,28 @@ def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
     return any(flag in flags for flag in NATIVE_BF16_CPU_FLAGS)
 
 
-def resolve_dtype(name: str, device: torch.device | str, bf16_auto: bool = True) -> str:
+BF16_EVERYWHERE = ("cuda", "cpu")
+
+
+def resolve_dtype(name: str, device: torch.device | str, bf16_auto: tuple[str, ...] = BF16_EVERYWHERE) -> str:
     """'fp32' or 'bf16' for ``name``: ``auto`` is bf16 on CUDA and on CPUs with native bf16, else fp32.
 
-    ``bf16_auto=False`` (a model whose accuracy bf16 costs too much, ``ModelConfig.bf16_auto``) makes ``auto``
-    fp32 everywhere; an explicit ``bf16`` is still honoured."""
+    ``bf16_auto`` (``ModelConfig.bf16_auto``) lists the device types where ``auto`` may choose bf16 for the
+    model: one measured to lose accuracy, or to run no faster, on a device type leaves it out; an explicit
+    ``bf16`` is still honoured."""
     return explain_dtype(name, device, bf16_auto)[0]
 
 
-def explain_dtype(name: str, device: torch.device | str, bf16_auto: bool = True) -> tuple[str, str]:
+def explain_dtype(name: str, device: torch.device | str,
+                  bf16_auto: tuple[str, ...] = BF16_EVERYWHERE) -> tuple[str, str]:
     """(``resolve_dtype``'s answer, why: a few words for a command's first line)."""
     if name not in DTYPE_CHOICES:
         raise Effsam2Error(f"unknown dtype {name!r}: use {', '.join(DTYPE_CHOICES)}")
     if name != "auto":
         return name, "asked for"
-    if not bf16_auto:
-        return "fp32", "auto: this model loses accuracy in bf16"
     device = torch.device(device)
+    if device.type not in bf16_auto:
+        return "fp32", f"auto: this model runs fp32 on {device.type}, see docs/models.md"
     if device.type == "cuda":
         return "bf16", "auto: CUDA"
     if cpu_has_native_bf16():

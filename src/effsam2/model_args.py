@@ -56,7 +56,8 @@ def add_model_options(parser, *, model_default: str | None = "default", accel_li
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     parser.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto",
                         help="autocast dtype: auto (default: bf16 on CUDA and on CPUs with native bf16, AMX or "
-                             "AVX512-BF16, unless the model loses accuracy in it), fp32 or bf16")
+                             "AVX512-BF16, unless bf16 was measured to cost the model accuracy or speed there), "
+                             "fp32 or bf16")
 
 
 def describe_dtype(args: argparse.Namespace, config: ModelConfig) -> str:
