@@ -6,9 +6,9 @@ import importlib.util
 import json
 
 import pytest
+import torch
 
 from effsam2.bench.frames import default_video
-from effsam2.bench.runner import _missing_accel
 from effsam2.cli import main
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -129,16 +129,10 @@ def test_default_video_is_a_shared_clip(monkeypatch, shared_dir):
     assert default_video() == shared_dir / "data" / "videos" / "bedroom.mp4"
 
 
-def test_only_missing_acceleration_modules_count_as_unavailable():
-    err = _missing_accel(ModuleNotFoundError("No module", name="effsam2.accel.sparse_memory"), "smr")
-    assert err is not None and "smr unavailable" in str(err)
-    assert _missing_accel(ModuleNotFoundError("No module", name="scipy"), "smr") is None
-
-
 def test_checkpoints_map_to_models(tmp_path, capsys):
     import argparse
 
-    from effsam2.bench import cli as bench_cli
+    from effsam2.cli import bench as bench_cli
 
     ckpt = tmp_path / "t.pt"
     ckpt.write_bytes(b"")  # only its existence is checked before the run
@@ -167,12 +161,10 @@ def test_cuda_without_a_gpu_exits_2(capsys):
 
 def test_swr_on_a_vit_model_is_unavailable_not_a_crash():
     from effsam2.accel.spec import AccelSpec
-    from effsam2.bench.runner import AccelUnavailable, make_frame_encoder
-    from effsam2.build import build_model
+    from effsam2.bench.runner import AccelUnavailable, build_accel_model
 
-    model = build_model("efficienttam_ti", image_size=256, accel="swr")
-    with pytest.raises(AccelUnavailable, match="needs a Hiera trunk"):
-        make_frame_encoder(model, AccelSpec.parse("swr"))
+    with pytest.raises(AccelUnavailable, match="swr unavailable for efficienttam_ti: .*Hiera trunks"):
+        build_accel_model("efficienttam_ti", 256, AccelSpec.parse("swr"), {}, torch.device("cpu"))
 
 
 def test_shortcut_of_another_model_exits_2_before_measuring(tmp_path, capsys):

@@ -188,7 +188,7 @@ def test_negative_coordinates_reach_the_frame_check(option, value, short_clip, t
 
 
 def test_out_that_is_a_file_fails_before_the_model_is_built(short_clip, tmp_path, capsys, monkeypatch):
-    import effsam2.predictor.cli as track_cli
+    import effsam2.cli.track as track_cli
 
     def no_build(*args, **kwargs):
         raise AssertionError("the model was built before --out was checked")
@@ -226,7 +226,7 @@ def test_sigterm_cleans_up_like_ctrl_c(videos_dir, tmp_path):
 
 
 def test_bench_outputs_are_written_together_or_not_at_all(tmp_path):
-    from effsam2.bench.cli import write_together
+    from effsam2.cli.bench import write_together
 
     old = {"a.json": b"old json", "a.md": b"old table"}
     for name, data in old.items():

@@ -15,8 +15,8 @@ import effsam2
 from effsam2.accel.smr_policy import RandomSelection, TopKSaliency, UniformSelection
 from effsam2.accel.spec import AccelSpec
 from effsam2.cli import build_parser, main
+from effsam2.cli.model_args import build_model_from_args
 from effsam2.errors import Effsam2Error
-from effsam2.model_args import build_model_from_args
 
 SIZE = "128"
 SEQUENCES = ("blackswan", "cows")

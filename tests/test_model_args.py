@@ -8,9 +8,9 @@ import argparse
 import pytest
 import torch
 
-from effsam2.devices import check_device
+from effsam2.cli.devices import check_device
+from effsam2.cli.model_args import accel_from_args, build_model_from_args, check_model_args
 from effsam2.errors import ConfigError, Effsam2Error
-from effsam2.model_args import accel_from_args, build_model_from_args, check_model_args
 
 
 def model_args(model: str, **options) -> argparse.Namespace:
@@ -23,7 +23,9 @@ def model_args(model: str, **options) -> argparse.Namespace:
 def test_without_accel_an_efficienttam_pooled_model_runs_pooled(capsys):
     # efficienttam_ti_1's official config uses pooled memory attention (families/efficienttam.py: "pool")
     model = build_model_from_args(model_args("efficienttam_ti_1", image_size=256), "track")
-    assert model.accel.pool == "exact" and model.accel.pool_window == 2
+    backend = model.memory_attention.backend
+    assert type(backend).__name__ == "PooledMemoryBackend" and backend.form == "exact" and backend.window == 2
+    assert model.accel_label == "pool"
     assert capsys.readouterr().err == ""
 
 

@@ -133,3 +133,30 @@ def test_pool_once_equals_pool_at_read(etam, size: int, window: int, form: str, 
     assert all(n > 0 for n in cached)
     dense, _ = track(model, feats, size, DenseMemoryBackend())
     assert max_mask_diff(at_read, dense) > 1e-3, "pooling did not engage: the comparison would prove nothing"
+
+
+def test_two_sessions_on_one_model_keep_their_own_pooled_caches(davis_dir):
+    """Backend caches are keyed by each session's bank, not by object id: tracking object 1 in another
+    session in between does not evict this session's caches (before, both were "object 1" on the model)."""
+    import numpy as np
+    from PIL import Image
+
+    import effsam2
+    from effsam2.predictor.video import VideoPredictor
+
+    root = davis_dir / "JPEGImages" / "480p" / "cows"
+    frames = [np.array(Image.open(p).convert("RGB")) for p in sorted(root.glob("*.jpg"))[:5]]
+    mask = np.array(Image.open(davis_dir / "Annotations" / "480p" / "cows" / "00000.png")) > 0
+    model = effsam2.build_model(accel="pool")
+    predictor = VideoPredictor(model)
+    states = [predictor.init_state(frames), predictor.init_state(frames[::-1])]
+    for state in states:
+        predictor.add_new_mask(state, 0, 1, mask)
+    runs = [predictor.propagate_in_video(state) for state in states]
+    for _ in frames:
+        for run in runs:
+            next(run)
+        for state in states:  # each session's last tracked entry was read by its own next step: still cached
+            tracked = state.objects[1].memory.non_cond
+            if len(tracked) >= 2:
+                assert tracked[max(tracked) - 1].backend_cache, "a session's pooled cache was evicted"

@@ -19,6 +19,7 @@ import torch
 from effsam2.accel.smr_policy import TopKSaliency
 from effsam2.accel.sparse_memory import CACHE_KEY, SparseMemoryBackend, stored_bytes
 from effsam2.build import build_model
+from effsam2.modeling.memory import MemoryOwner
 from effsam2.modeling.memory_attention import DenseMemoryBackend
 from effsam2.modeling.sam2_model import PointPrompt
 from effsam2.modeling.tracker import ObjectMemory, track_step
@@ -34,6 +35,20 @@ OBJECTS = {  # two objects prompted on both prompt frames (pixels of the 256 inp
 }
 
 
+class NamedOwner(MemoryOwner):
+    """A bank identity that carries the test's object name, so counts read ("a", frame, layer)."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+def _key(frame) -> tuple:
+    owner, frame_idx = frame.key
+    return owner.name, frame_idx
+
+
 class CountingTopK(TopKSaliency):
     """The official policy, counting pattern picks and sparse reads per (object key, frame, layer)."""
 
@@ -46,11 +61,11 @@ class CountingTopK(TopKSaliency):
         # the backend asks only about frames that have a pattern on this layer: False means a sparse read
         whole = super().keep_whole(layer_idx, frame, memory)
         if not whole:
-            self.sparse_reads[(*frame.key, layer_idx)] += 1
+            self.sparse_reads[(*_key(frame), layer_idx)] += 1
         return whole
 
     def select(self, layer_idx, frame, saliency):
-        self.picks[(*frame.key, layer_idx)] += 1
+        self.picks[(*_key(frame), layer_idx)] += 1
         return super().select(layer_idx, frame, saliency)
 
 
@@ -81,7 +96,7 @@ def using_backend(model, backend):
 
 def track(model, features, backend, objects=("a",), num_frames=NUM_FRAMES, capture=None):
     """Track each object in its own memory bank (as the official predictor does), frame by frame."""
-    memories = {name: ObjectMemory() for name in objects}
+    memories = {name: ObjectMemory(owner=NamedOwner(name)) for name in objects}
     steps = {name: [] for name in objects}
     with using_backend(model, backend), torch.inference_mode():
         for t in range(num_frames):
@@ -89,8 +104,7 @@ def track(model, features, backend, objects=("a",), num_frames=NUM_FRAMES, captu
                 prompted = t in PROMPT_FRAMES
                 with capture(t, name) if capture is not None else contextlib.nullcontext():
                     step = track_step(model, t, features[t], memories[name], is_init_cond_frame=prompted,
-                                      points=OBJECTS[name] if prompted else None, num_frames=NUM_FRAMES,
-                                      memory_key=name)
+                                      points=OBJECTS[name] if prompted else None, num_frames=NUM_FRAMES)
                 (memories[name].cond if prompted else memories[name].non_cond)[t] = step.entry
                 steps[name].append(step)
     return memories, steps

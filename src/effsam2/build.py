@@ -11,7 +11,7 @@ import os
 
 import torch
 
-from effsam2.accel.spec import AccelSpec, make_memory_backend
+from effsam2.accel.spec import AccelSpec, make_frame_encoder, make_memory_backend
 from effsam2.checkpoint import load_into, read_state_dict
 from effsam2.configs import ModelConfig
 from effsam2.dtypes import resolve_dtype
@@ -19,7 +19,8 @@ from effsam2.modeling.sam2_model import SAM2Model
 from effsam2.registry import DEFAULT_ALIAS, get_config, get_family, list_models, shipped_weights
 
 
-def build_from_config(config: ModelConfig, accel: AccelSpec | None = None) -> SAM2Model:
+def build_from_config(config: ModelConfig, accel: AccelSpec | None = None, *, memory_backend=None,
+                      frame_encoder=None) -> SAM2Model:
     """An untrained model of ``config`` (official default initialisation) in train mode on the CPU.
 
     Without ``accel`` the model runs the accelerations its official config uses (dense for SAM 2).
@@ -28,12 +29,22 @@ def build_from_config(config: ModelConfig, accel: AccelSpec | None = None) -> SA
     """
     accel = accel if accel is not None else AccelSpec.parse(config.memory_attention)
     encoder = get_family(config.name).build_image_encoder(config)
-    return SAM2Model(config, encoder, make_memory_backend(accel), accel)
+    label = accel.short_label
+    if memory_backend is None:
+        memory_backend = make_memory_backend(accel)
+    else:
+        label = repr(memory_backend)
+    if frame_encoder is None:
+        frame_encoder = make_frame_encoder(accel, config)
+    else:
+        label = f"{frame_encoder!r}+{label}"
+    return SAM2Model(config, encoder, memory_backend, frame_encoder, label)
 
 
 def build_model(name: str = DEFAULT_ALIAS, checkpoint: str | os.PathLike | None = None, *,
                 device: str | torch.device = "cpu", image_size: int | None = None,
-                accel: AccelSpec | str | None = None, dtype: str = "fp32", **accel_options) -> SAM2Model:
+                accel: AccelSpec | str | None = None, dtype: str = "fp32", memory_backend=None,
+                frame_encoder=None, **accel_options) -> SAM2Model:
     """Build a named model in eval mode with its weights.
 
     ``name`` defaults to effsam2's own model (``"default"``), whose trained weights ship with the package.
@@ -43,13 +54,16 @@ def build_model(name: str = DEFAULT_ALIAS, checkpoint: str | os.PathLike | None 
     :class:`effsam2.accel.spec.AccelSpec`) and ``accel_options`` set their parameters (e.g. smr_sparsity=0.9).
     ``dtype`` (``"fp32"``, ``"bf16"`` or ``"auto"``: bf16 on CUDA and on CPUs with native bf16) is the autocast
     dtype the predictors run this model in (``model.autocast_dtype``, resolved here); the weights stay fp32.
+    ``memory_backend`` / ``frame_encoder`` plug in an acceleration of your own (objects with the interface of
+    ``modeling.memory_attention.DenseMemoryBackend`` / ``modeling.frame_encoder.DenseFrameEncoder``), in place
+    of the ones ``accel`` would choose.
     """
     config = get_config(name, image_size)
     family = get_family(config.name)
     autocast_dtype = resolve_dtype(dtype, device, config.bf16_auto)
     if isinstance(accel, str) or (accel is None and accel_options):
         accel = AccelSpec.parse(accel or config.memory_attention, **accel_options)
-    model = build_from_config(config, accel)
+    model = build_from_config(config, accel, memory_backend=memory_backend, frame_encoder=frame_encoder)
     if family.load_base_weights is not None:
         family.load_base_weights(model)
     if checkpoint is None:

@@ -36,10 +36,10 @@ affine image of the mean; also used without the cache), so the entry keeps the p
 memory tokens (C_mem channels) and projects them at read time (a quarter of the dense projection for
 window 2). The cache is filled at the first read of the entry (in tracking: the next frame) and dropped
 when the entry is rewritten (``write_memory`` clears ``backend_cache``) or when a read of the same object
-(``MemoryFrame.key[0]``, the tracker's ``memory_key``) no longer includes it: the official bank keeps every
+(``MemoryFrame.key[0]``, the bank's ``MemoryOwner``) no longer includes it: the official bank keeps every
 frame's memory, but only the last few are read, and caches are ~8x larger than the bf16 features, so they
-must not outlive the attention window. Objects tracked without a ``memory_key`` share one owner: the cache
-then stays correct but is rebuilt whenever another object is read in between.
+must not outlive the attention window. Each bank (one object in one session) is its own owner, so sessions
+sharing a model never evict each other's caches; the backend holds owners weakly.
 """
 
 from __future__ import annotations
@@ -157,8 +157,10 @@ class PooledMemoryBackend(DenseMemoryBackend):
         # identifies this backend's data in MemoryEntry.backend_cache (identity, never reused while alive)
         self._cache_key = object()
         self._cell_tables: dict[tuple, tuple[torch.Tensor, CellTable]] = {}
-        # owner (memory_key) -> entries holding a cache of this backend, to drop caches nobody reads any more
-        self._held: dict[object, dict[int, weakref.ref]] = {}
+        # owner (a bank's MemoryOwner, held weakly; other hashable keys, as hand-built frames use, strongly)
+        # -> entries holding a cache of this backend, to drop the caches nobody reads any more
+        self._held: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._held_by_key: dict[object, dict[int, weakref.ref]] = {}
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(window={self.window}, form={self.form!r}, engage={self.engage!r}, "
@@ -177,8 +179,16 @@ class PooledMemoryBackend(DenseMemoryBackend):
         return cached[1]
 
     def begin_read(self, memory: MemoryReadout) -> None:
-        if self._held:
+        if self._held or self._held_by_key:
             self._drop_unread(memory)
+
+    def _holdings(self, owner: object) -> dict:
+        """The weak registry for an owner that can be weakly referenced (a ``MemoryOwner``), else the plain one."""
+        try:
+            weakref.ref(owner)
+        except TypeError:
+            return self._held_by_key
+        return self._held
 
     def frame_kv(self, layer_idx: int, attn: Attention, frame: MemoryFrame, table: torch.Tensor,
                  memory: MemoryReadout, q: torch.Tensor) -> KeyValues:
@@ -214,14 +224,17 @@ class PooledMemoryBackend(DenseMemoryBackend):
                 or store.tokens.shape[0] != tokens.shape[0]:
             store = PooledEntryCache(pool_tokens(tokens, frame_grid(frame), self.window, counts))
             entry.backend_cache[self._cache_key] = store
-            self._held.setdefault(_owner(frame), {})[id(entry)] = weakref.ref(entry)
+            owner = _owner(frame)
+            if owner is not None:  # a frame built without an owner keeps its cache until rewritten
+                self._holdings(owner).setdefault(owner, {})[id(entry)] = weakref.ref(entry)
         return store
 
     def _drop_unread(self, memory: MemoryReadout) -> None:
         """Free the caches of this object's entries that the current read no longer includes."""
         if not memory.frames:
             return
-        held = self._held.get(_owner(memory.frames[0]))
+        owner = _owner(memory.frames[0])
+        held = None if owner is None else self._holdings(owner).get(owner)
         if not held:
             return
         live = {id(f.entry) for f in memory.frames}
@@ -253,7 +266,7 @@ class PooledMemoryBackend(DenseMemoryBackend):
 
 
 def _owner(frame: MemoryFrame) -> object:
-    """The object a memory frame belongs to (the tracker's ``memory_key``), None when not given."""
+    """The bank a memory frame belongs to (its ``MemoryOwner``), None when not given."""
     return frame.key[0] if frame.key else None
 
 

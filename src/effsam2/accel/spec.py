@@ -3,8 +3,8 @@
 Each '+'-joined part may carry its setting: ``pool@4`` (window), ``pool-sdpa@4``, ``smr@0.9`` (sparsity),
 ``smr@0.95:random`` (sparsity and token-selection policy: topk, random or uniform). A setting in the text
 wins over the same option passed as a keyword. A spec is plain data. ``make_memory_backend`` turns its memory part into the backend object that the
-model's memory attention uses; the window-routing part (SWR) is read by the predictors, which own the
-router and its trained shortcut.
+model's memory attention uses, ``make_frame_encoder`` its window-routing part (SWR) into the model's frame
+encoder; both are handed to the model at build time (sessions keep the router's state).
 """
 
 from __future__ import annotations
@@ -158,3 +158,14 @@ def make_memory_backend(spec: AccelSpec):
 
         return make_pooled_backend(spec)
     return DenseMemoryBackend()
+
+
+def make_frame_encoder(spec: AccelSpec, config):
+    """The frame encoder for a spec: SWR's routed encoder, or the dense one."""
+    if spec.swr:
+        from effsam2.accel.swr import WindowRouting
+
+        return WindowRouting.for_spec(spec, config)
+    from effsam2.modeling.frame_encoder import DenseFrameEncoder
+
+    return DenseFrameEncoder()

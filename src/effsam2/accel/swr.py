@@ -1,25 +1,26 @@
-"""Sparse Window Routing for a predictor: one object per model (grid, shortcut, settings) plus a
-``RouterState`` per video session.
+"""Sparse Window Routing as the model's frame encoder (``model.frame_encoder``), chosen at build time for
+accel ``swr``; each video session keeps its own ``RouterState``.
 
-    swr = WindowRouting.from_model(model)           # None unless model.accel asks for "swr"
-    router = swr.new_router()                       # keep in the session; router.reset() per propagation
+    swr = model.frame_encoder                       # a WindowRouting (routes=True) when built with "swr"
+    router = swr.new_router()                       # kept by the session; router.reset() per propagation
     for frame_idx in order:
         feats, selection = swr.encode(model, image, router, prompted=frame_has_new_prompts)
         outputs = [track_step(..., return_token_attention=True) for each object]  # or stored entries
         router.observe(outputs)                      # every object's output on this frame
 
-The memory-attention backend (dense, pooled, SMR) is independent of the encoder, so ``swr+smr`` and
-``swr+pool`` need nothing more; several objects share one encoding and the router unites their windows.
+It has the interface of ``effsam2.modeling.frame_encoder.DenseFrameEncoder``. The memory-attention backend
+(dense, pooled, SMR) is independent of the encoder, so ``swr+smr`` and ``swr+pool`` need nothing more;
+several objects share one encoding and the router unites their windows.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
 
-from effsam2.accel.routed_hiera import routed_encode, window_grid
+from effsam2.accel.routed_hiera import routed_encode
 from effsam2.accel.shortcut import load_shortcut
 from effsam2.accel.window_routing import (
     DEFAULT_ROUTER,
@@ -28,6 +29,7 @@ from effsam2.accel.window_routing import (
     WindowGrid,
     WindowSelection,
 )
+from effsam2.configs import ModelConfig
 from effsam2.modeling.sam2_model import FrameFeatures, SAM2Model
 
 
@@ -41,16 +43,23 @@ class WindowRouting:
     config: RouterConfig = DEFAULT_ROUTER
     fraction: float | None = None
 
+    routes = True  # propagated frames get routed (uncached) features; the router reads decoder attention
+
     @classmethod
-    def from_model(cls, model: SAM2Model, config: RouterConfig = DEFAULT_ROUTER) -> WindowRouting | None:
-        """From ``model.accel`` (swr, swr_shortcut, swr_fraction); None when SWR is off."""
-        spec = model.accel
-        if not spec.swr:
+    def for_spec(cls, spec, config: ModelConfig) -> WindowRouting:
+        """For an ``AccelSpec`` with ``swr`` (its swr_shortcut, swr_fraction) and the model's config; refuses a
+        trunk without Hiera's stage-3 windows with one line."""
+        shortcut = None if spec.swr_shortcut is None else load_shortcut(spec.swr_shortcut, config)
+        return cls(WindowGrid.for_config(config), shortcut, DEFAULT_ROUTER, spec.swr_fraction)
+
+    @staticmethod
+    def from_model(model: SAM2Model, config: RouterConfig | None = None) -> WindowRouting | None:
+        """The model's routed frame encoder, with other router settings when ``config`` is given; None when
+        the model was built without SWR."""
+        routing = model.frame_encoder
+        if not routing.routes:
             return None
-        shortcut = None
-        if spec.swr_shortcut is not None:
-            shortcut = load_shortcut(spec.swr_shortcut, model.config, model.device)
-        return cls(window_grid(model), shortcut, config, spec.swr_fraction)
+        return routing if config is None else replace(routing, config=config)
 
     def new_router(self) -> RouterState:
         return RouterState(self.config, self.fraction)
@@ -60,4 +69,6 @@ class WindowRouting:
                prompted: bool = False) -> tuple[FrameFeatures, WindowSelection]:
         """Encode (B, 3, S, S) images of the next frame with the windows the router picks."""
         selection = router.next_selection(self.grid, prompted=prompted)
+        if self.shortcut is not None:
+            self.shortcut.to(images.device)  # in place; a no-op once it is on the model's device
         return routed_encode(model, images, selection, self.shortcut), selection

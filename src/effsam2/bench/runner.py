@@ -9,7 +9,6 @@ stderr) instead of numbers.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import sys
 import time
 from collections.abc import Callable
@@ -47,8 +46,7 @@ from effsam2.bench.session import (
 from effsam2.bench.timer import FrameTimer, mean_per_frame
 from effsam2.bench.weights import reference_state
 from effsam2.build import build_model
-from effsam2.configs import HieraConfig
-from effsam2.errors import Effsam2Error
+from effsam2.errors import ConfigError, Effsam2Error
 from effsam2.modeling.sam2_model import SAM2Model
 from effsam2.registry import get_config
 
@@ -85,49 +83,25 @@ class BenchOptions:
         return [AccelSpec(), *dict.fromkeys(rest)]
 
 
-def _missing_accel(err: ImportError, label: str) -> AccelUnavailable | None:
-    """The 'unavailable' error when ``err`` is a missing acceleration module (anything else is a bug)."""
-    if (err.name or "").startswith("effsam2.accel"):
-        return AccelUnavailable(f"{label} unavailable: {err.name} is not part of this build")
-    return None
-
-
-def _import_accel(module: str, label: str):
-    try:
-        return importlib.import_module(module)
-    except ImportError as err:
-        raise (_missing_accel(err, label) or err) from None
-
-
 def build_accel_model(name: str, image_size: int, spec: AccelSpec, state: dict,
                       device: torch.device) -> SAM2Model:
-    """Our model with ``spec``'s memory backend and the shared weights, in eval mode on ``device``."""
+    """Our model with ``spec``'s accelerations and the shared weights, in eval mode on ``device``.
+
+    A spec the model cannot run (SWR on a trunk without Hiera windows) is AccelUnavailable: the row is
+    reported, not measured."""
     try:
         model = build_model(name, image_size=image_size, accel=spec)
-    except ImportError as err:  # a memory backend module (pooled / sparse) that is not merged yet
-        raise (_missing_accel(err, spec.label) or err) from None
+    except ConfigError as err:
+        raise AccelUnavailable(f"{spec.label} unavailable for {name}: {err}") from None
     model.load_state_dict(state, strict=True)
     return model.to(device).eval()
 
 
-def check_routable(model: SAM2Model, spec: AccelSpec) -> None:
-    """Raise AccelUnavailable when ``spec`` asks for SWR that this build or this model cannot run."""
-    if not spec.swr:
-        return
-    if not isinstance(model.config.trunk, HieraConfig):  # EfficientTAM: no Hiera stage 3 to route
-        raise AccelUnavailable(f"{spec.label} unavailable for {model.config.name}: window routing needs a "
-                               "Hiera trunk")
-    _import_accel("effsam2.accel.swr", spec.label)
-
-
-def make_frame_encoder(model: SAM2Model, spec: AccelSpec) -> FrameEncoder:
-    """Dense encoding, or (SWR) a routed encoder that picks stage-3 windows from the previous frame."""
-    check_routable(model, spec)
-    if not spec.swr:
+def make_frame_encoder(model: SAM2Model) -> FrameEncoder:
+    """The timed wrapper of the model's own frame encoder: dense, or SWR's routed one."""
+    if not model.frame_encoder.routes:
         return DenseFrameEncoder(model)
-    from effsam2.accel.swr import WindowRouting
-
-    return RoutedFrameEncoder(model, WindowRouting.from_model(model))
+    return RoutedFrameEncoder(model, model.frame_encoder)
 
 
 def compile_components(model: SAM2Model) -> None:
@@ -285,14 +259,12 @@ class Runner:
         if self.opt.compile:
             compile_components(model)
         if row.loop == "predictor":  # the VideoPredictor routes SWR models by itself
-            check_routable(model, row.spec)
             prepared = Prepared(record, lambda r: iter_predictor_pass(model, clip.rgb, prompts, self._timer(),
                                                                       dtype=self.opt.dtype), dict)
             prepared.stats = lambda: window_stats(prepared.passes[-1].window_fractions, self.opt.warmup)
             return prepared
-        encoder = make_frame_encoder(model, row.spec)
-        return Prepared(record, lambda r: iter_pass(model, clip.images, prompts, encoder, self._timer(), context,
-                                                    pass_index=r), lambda: encoder.stats(self.opt.warmup))
+        encoder = make_frame_encoder(model)
+        return Prepared(record, lambda r: iter_pass(model, clip.images, prompts, encoder, self._timer(), context), lambda: encoder.stats(self.opt.warmup))
 
     def _timer(self) -> FrameTimer:
         return FrameTimer(sync=_sync_for(self.device), cpu_clock=time.process_time)

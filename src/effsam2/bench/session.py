@@ -1,9 +1,10 @@
 """The benchmark's tracking loop: what a video session does per frame, with every part timed.
 
 Every object is prompted with one click on frame 0; later frames are tracked from memory. Per frame:
-encode the image once (``image_encoder`` section), then one ``track_step`` per object (which times its
-``memory_attention``, ``mask_decoder`` and ``memory_encoder`` sections), storing each step's memory as
-the official predictor does (bf16), bounded to what the tracker can still read.
+encode the image once (``image_encoder`` section), then one ``track_step`` per object on the prompted
+frame and one batched ``track_objects`` for all objects on the others, as the ``VideoPredictor`` does (each
+times its ``memory_attention``, ``mask_decoder`` and ``memory_encoder`` sections), storing each step's memory
+as the official predictor does (bf16), bounded to what the tracker can still read.
 
 The frame encoder is a strategy object: dense encodes the whole frame; a routed encoder (SWR) also sees
 the previous frame's step outputs to choose its windows, and may ask the decoder for its token->image
@@ -24,7 +25,14 @@ from effsam2.bench.timer import TRACK_STEP, FrameTimer
 from effsam2.configs import TrackerConfig
 from effsam2.modeling.memory import MemoryEntry
 from effsam2.modeling.sam2_model import FrameFeatures, PointPrompt, SAM2Model
-from effsam2.modeling.tracker import ObjectMemory, StepOutput, track_step
+from effsam2.modeling.tracker import (
+    ObjectMemory,
+    StepOutput,
+    memory_horizon,
+    pointer_horizon,
+    track_objects,
+    track_step,
+)
 from effsam2.timing import IMAGE_ENCODER
 
 
@@ -108,13 +116,8 @@ def spread_clicks(num_objects: int, image_size: int, device: torch.device | str 
 
 
 def readable_horizon(tc: TrackerConfig) -> int:
-    """How many frames back a forward step can read: memory slots (with stride) or object pointers.
-
-    The newest slot is the previous frame; the other ``num_maskmem - 2`` slots step back ``stride`` frames
-    from a stride-aligned frame at most ``stride`` before it.
-    """
-    memory_back = 1 + max(tc.num_maskmem - 2, 0) * tc.memory_temporal_stride
-    return max(memory_back, tc.max_obj_ptrs_in_encoder - 1)
+    """How many frames back a forward step can read: memory slots (with stride) or object pointers."""
+    return max(memory_horizon(tc), pointer_horizon(tc))
 
 
 def drop_unreadable(non_cond: dict, frame_idx: int, horizon: int) -> None:
@@ -157,12 +160,11 @@ def drain(steps: PassSteps) -> PassResult:
 
 def iter_pass(model: SAM2Model, images: Sequence[torch.Tensor], prompts: Sequence[PointPrompt],
               encoder: FrameEncoder, timer: FrameTimer,
-              context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
-              pass_index: int = 0) -> PassSteps:
+              context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext) -> PassSteps:
     """Track ``len(prompts)`` objects through ``images`` (each (1, 3, S, S) on the model's device).
 
     ``context`` wraps each frame's computation (e.g. autocast); it is entered inside the frame's timing.
-    ``pass_index`` makes the memory keys of each pass distinct, so no backend cache outlives its pass.
+    Each pass has its own memory banks, so no backend cache outlives its pass.
     """
     num_frames = len(images)
     horizon = readable_horizon(model.config.tracker)
@@ -175,18 +177,26 @@ def iter_pass(model: SAM2Model, images: Sequence[torch.Tensor], prompts: Sequenc
         with timer.frame(), context():
             with timer.section(IMAGE_ENCODER):
                 feats = encoder.encode(t, image, previous)
-            for obj, (memory, prompt) in enumerate(zip(memories, prompts)):
+            if prompted or len(memories) == 1:
+                for memory, prompt in zip(memories, prompts):
+                    with timer.section(TRACK_STEP):
+                        step = track_step(model, t, feats, memory, is_init_cond_frame=prompted,
+                                          points=prompt if prompted else None, num_frames=num_frames,
+                                          return_token_attention=encoder.wants_token_attention, timer=timer)
+                    steps.append(step)
+                entries = [s.entry for s in steps]
+            else:  # every object tracked as one batch, as the VideoPredictor does
                 with timer.section(TRACK_STEP):
-                    step = track_step(model, t, feats, memory, is_init_cond_frame=prompted,
-                                      points=prompt if prompted else None, num_frames=num_frames,
-                                      memory_key=(pass_index, obj),
-                                      return_token_attention=encoder.wants_token_attention, timer=timer)
-                store_entry(memory, t, step.entry, prompted, horizon)
+                    entries, step = track_objects(model, t, feats, memories, num_frames=num_frames,
+                                                  return_token_attention=encoder.wants_token_attention,
+                                                  timer=timer)
                 steps.append(step)
+            for memory, entry in zip(memories, entries):
+                store_entry(memory, t, entry, prompted, horizon)
         previous = steps
         # read the outputs back after the frame's timing closed (a device->host copy would sync)
-        masks.append(torch.cat([s.entry.pred_masks[:, 0] > 0 for s in steps]).cpu())
-        scores.append(torch.cat([s.entry.object_score_logits[:, 0] for s in steps]).float().cpu())
+        masks.append(torch.cat([e.pred_masks[:, 0] > 0 for e in entries]).cpu())
+        scores.append(torch.cat([e.object_score_logits[:, 0] for e in entries]).float().cpu())
         yield
     bank = sum(memory_bank_bytes(m) for m in memories) / max(len(memories), 1)
     return PassResult(timer.frames, torch.stack(masks), torch.stack(scores), bank_bytes_per_object=bank)

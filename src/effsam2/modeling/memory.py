@@ -12,6 +12,15 @@ from typing import Any
 import torch
 
 
+class MemoryOwner:
+    """The identity of one object's memory bank in one session (``ObjectMemory.owner``).
+
+    Memory backends key the caches they keep for a bank by it (weakly: a bank's caches go with its owner).
+    """
+
+    __slots__ = ("__weakref__",)
+
+
 @dataclass
 class MemoryEntry:
     """What the bank stores for one object on one frame (its output plus its encoded memory).
@@ -54,7 +63,7 @@ class MemoryFrame:
     is_cond: bool  # the entry is a prompted (conditioning) frame's, whichever slot it is read in
     tokens: torch.Tensor  # (B, N, C_mem)
     pos: torch.Tensor  # (B, N, C_mem) spatial + temporal position encoding
-    key: tuple = ()  # identifies the (object, frame) for backend caches
+    key: tuple = ()  # (MemoryOwner of the bank, frame index): identifies the frame for backend caches
     # (N,) grid indices of ``tokens`` when the entry was pruned, as it was when ``tokens`` were read: a snapshot,
     # so a backend that prunes the entry during a step does not change what this step's frame describes
     token_index: torch.Tensor | None = None

@@ -13,9 +13,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.init import trunc_normal_
 
-from effsam2.accel.spec import AccelSpec
 from effsam2.configs import ModelConfig
 from effsam2.modeling.common import MLP
+from effsam2.modeling.frame_encoder import DenseFrameEncoder
 from effsam2.modeling.image_encoder import ImageEncoder
 from effsam2.modeling.mask_decoder import MaskDecoder
 from effsam2.modeling.memory_attention import MemoryAttention
@@ -74,10 +74,14 @@ class HeadOutput:
 
 class SAM2Model(nn.Module):
     def __init__(self, config: ModelConfig, image_encoder: ImageEncoder, memory_backend=None,
-                 accel: AccelSpec | None = None) -> None:
+                 frame_encoder=None, accel_label: str = "dense") -> None:
+        """``memory_backend`` and ``frame_encoder`` are the strategies the model runs with (dense when None:
+        ``modeling.memory_attention.DenseMemoryBackend``, ``modeling.frame_encoder.DenseFrameEncoder``);
+        ``accel_label`` names them for people (e.g. ``"swr+smr"``)."""
         super().__init__()
         self.config = config
-        self.accel = accel if accel is not None else AccelSpec()  # plain data: which accelerations run
+        self.frame_encoder = frame_encoder if frame_encoder is not None else DenseFrameEncoder()
+        self.accel_label = accel_label
         # the autocast dtype predictors run this model in by default ("fp32" or "bf16"; build_model's dtype=)
         self.autocast_dtype = "fp32"
         tc = config.tracker

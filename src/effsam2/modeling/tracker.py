@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from effsam2.modeling.memory import MemoryEntry, MemoryFrame, MemoryReadout
+from effsam2.modeling.memory import MemoryEntry, MemoryFrame, MemoryOwner, MemoryReadout
 from effsam2.modeling.position import sine_1d
 from effsam2.modeling.sam2_model import FrameFeatures, HeadOutput, PointPrompt, SAM2Model
 from effsam2.timing import MASK_DECODER, MEMORY_ATTENTION, MEMORY_ENCODER, NO_TIMER, SectionTimer
@@ -23,6 +23,9 @@ class ObjectMemory:
 
     cond: dict[int, MemoryEntry] = field(default_factory=dict)
     non_cond: dict[int, MemoryEntry] = field(default_factory=dict)
+    # this bank's identity: memory backends key what they cache for it by it, so that two sessions (or two
+    # objects) never share or evict each other's caches, even on one model and with equal object ids
+    owner: MemoryOwner = field(default_factory=MemoryOwner)
 
     def get(self, frame_idx: int) -> MemoryEntry | None:
         entry = self.cond.get(frame_idx)
@@ -74,15 +77,27 @@ def _memory_frame(model: SAM2Model, entry: MemoryEntry, frame_idx: int, t_pos: i
                        token_index=entry.token_index, t_enc=t_enc.reshape(-1))
 
 
+def memory_horizon(tc) -> int:
+    """How many frames back the spatial memory of a forward step reaches (``TrackerConfig``): the newest slot
+    is the previous frame; the other ``num_maskmem - 2`` slots step back ``memory_temporal_stride`` frames
+    from a stride-aligned frame at most one stride before it (see :func:`gather_memory`)."""
+    return 1 + max(tc.num_maskmem - 2, 0) * tc.memory_temporal_stride
+
+
+def pointer_horizon(tc) -> int:
+    """How many frames back the object pointers of a step reach."""
+    return tc.max_obj_ptrs_in_encoder - 1
+
+
 def gather_memory(model: SAM2Model, frame_idx: int, memory: ObjectMemory, num_frames: int | None,
-                  reverse: bool, dtype: torch.dtype, memory_key: object = None) -> MemoryReadout:
+                  reverse: bool, dtype: torch.dtype) -> MemoryReadout:
     """The memory frames and object pointers that frame ``frame_idx`` attends to (official selection)."""
     tc = model.config.tracker
     c, mem_dim = model.config.d_model, model.config.mem_dim
     if not memory.cond:
         raise ValueError("an object needs at least one prompted frame before it can be tracked")
     selected, unselected = select_cond_frames(frame_idx, memory.cond, tc.max_cond_frames_in_attn)
-    frames = [_memory_frame(model, e, t, 0, True, dtype, (memory_key, t)) for t, e in selected.items()]
+    frames = [_memory_frame(model, e, t, 0, True, dtype, (memory.owner, t)) for t, e in selected.items()]
 
     stride = 1 if model.training else tc.memory_temporal_stride
     step = -1 if reverse else 1  # direction of "the past"
@@ -98,7 +113,7 @@ def gather_memory(model: SAM2Model, frame_idx: int, memory: ObjectMemory, num_fr
         if entry is not None:
             # a prompted frame read in a recent-frame slot keeps is_cond (slot semantics live in t_pos)
             is_cond = prev not in memory.non_cond
-            frames.append(_memory_frame(model, entry, prev, t_pos, is_cond, dtype, (memory_key, prev)))
+            frames.append(_memory_frame(model, entry, prev, t_pos, is_cond, dtype, (memory.owner, prev)))
 
     ptr_tokens = ptr_pos = None
     max_ptrs = tc.max_obj_ptrs_in_encoder if num_frames is None else min(num_frames, tc.max_obj_ptrs_in_encoder)
@@ -138,8 +153,7 @@ def gather_memory(model: SAM2Model, frame_idx: int, memory: ObjectMemory, num_fr
 
 
 def condition_on_memory(model: SAM2Model, frame_idx: int, is_init_cond_frame: bool, feats: FrameFeatures,
-                        memory: ObjectMemory, num_frames: int | None, reverse: bool,
-                        memory_key: object = None) -> torch.Tensor:
+                        memory: ObjectMemory, num_frames: int | None, reverse: bool) -> torch.Tensor:
     """Fuse the current (B, C, h, w) features with the object's memory -> (B, C, h, w)."""
     tc = model.config.tracker
     x = feats.vision_feats
@@ -150,7 +164,7 @@ def condition_on_memory(model: SAM2Model, frame_idx: int, is_init_cond_frame: bo
         if tc.directly_add_no_mem_embed:
             return x + model.no_mem_embed.view(1, c, 1, 1)
         raise NotImplementedError("only directly_add_no_mem_embed=True is supported (every official model)")
-    readout = gather_memory(model, frame_idx, memory, num_frames, reverse, x.dtype, memory_key)
+    readout = gather_memory(model, frame_idx, memory, num_frames, reverse, x.dtype)
     curr = x.flatten(2).permute(0, 2, 1)
     curr_pos = feats.vision_pos.flatten(2).permute(0, 2, 1)
     out = model.memory_attention(curr, curr_pos, (h, w), readout)
@@ -161,8 +175,7 @@ def track_step(model: SAM2Model, frame_idx: int, feats: FrameFeatures, memory: O
                is_init_cond_frame: bool, points: PointPrompt | None = None,
                mask_inputs: torch.Tensor | None = None, num_frames: int | None = None, reverse: bool = False,
                run_mem_encoder: bool = True, prev_sam_mask_logits: torch.Tensor | None = None,
-               memory_key: object = None, return_token_attention: bool = False,
-               memory_dtype: torch.dtype = torch.bfloat16, timer: SectionTimer = NO_TIMER) -> StepOutput:
+               return_token_attention: bool = False, memory_dtype: torch.dtype = torch.bfloat16, timer: SectionTimer = NO_TIMER) -> StepOutput:
     """Segment B objects on one frame from prompts and/or memory; optionally encode the new memory.
 
     ``mask_inputs`` (B, 1, S, S) is used directly as the output (official behaviour); otherwise the
@@ -175,8 +188,7 @@ def track_step(model: SAM2Model, frame_idx: int, feats: FrameFeatures, memory: O
             heads = model.use_mask_as_output(feats.vision_feats, feats.high_res, mask_inputs)
     else:
         with timer.section(MEMORY_ATTENTION):
-            pix = condition_on_memory(model, frame_idx, is_init_cond_frame, feats, memory, num_frames, reverse,
-                                      memory_key)
+            pix = condition_on_memory(model, frame_idx, is_init_cond_frame, feats, memory, num_frames, reverse)
         if prev_sam_mask_logits is not None:
             mask_inputs = prev_sam_mask_logits
         with timer.section(MASK_DECODER):
@@ -209,8 +221,8 @@ def _expand(feats: FrameFeatures, b: int) -> FrameFeatures:
                          None if feats.high_res is None else [h.expand(b, -1, -1, -1) for h in feats.high_res])
 
 
-def track_objects(model: SAM2Model, frame_idx: int, feats: FrameFeatures, memories: list[ObjectMemory],
-                  memory_keys: list[object], *, num_frames: int | None = None, reverse: bool = False,
+def track_objects(model: SAM2Model, frame_idx: int, feats: FrameFeatures, memories: list[ObjectMemory], *,
+                  num_frames: int | None = None, reverse: bool = False,
                   return_token_attention: bool = False, memory_dtype: torch.dtype = torch.bfloat16,
                   timer: SectionTimer = NO_TIMER) -> tuple[list[MemoryEntry], StepOutput]:
     """Track B objects on a frame none of them is prompted on, as one batch.
@@ -227,8 +239,7 @@ def track_objects(model: SAM2Model, frame_idx: int, feats: FrameFeatures, memori
     x = batch.vision_feats
     _, c, h, w = x.shape
     with timer.section(MEMORY_ATTENTION):
-        readouts = [gather_memory(model, frame_idx, m, num_frames, reverse, x.dtype, key)
-                    for m, key in zip(memories, memory_keys)]
+        readouts = [gather_memory(model, frame_idx, m, num_frames, reverse, x.dtype) for m in memories]
         curr = x.flatten(2).permute(0, 2, 1)
         curr_pos = batch.vision_pos.flatten(2).permute(0, 2, 1)
         pix = model.memory_attention(curr, curr_pos, (h, w), readouts).permute(0, 2, 1).reshape(b, c, h, w)

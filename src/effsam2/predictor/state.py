@@ -68,6 +68,10 @@ class FeatureCache:
     def clear(self) -> None:
         self._items.clear()
 
+    def values(self) -> list[FrameFeatures]:
+        """The cached features, least recently used first."""
+        return list(self._items.values())
+
     def __len__(self) -> int:
         return len(self._items)
 

@@ -20,11 +20,12 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
-from effsam2.accel.window_routing import DEFAULT_ROUTER, RouterConfig
+from effsam2.accel.window_routing import RouterConfig
 from effsam2.errors import VideoError
 from effsam2.io.convert import image_to_rgb, to_rgb_uint8
 from effsam2.io.frames import FrameIndexError, FrameSource
 from effsam2.modeling.sam2_model import SAM2Model
+from effsam2.modeling.tracker import memory_horizon, pointer_horizon
 from effsam2.predictor.state import InferenceState
 from effsam2.predictor.video import VideoPredictor
 from effsam2.timing import NO_TIMER, SectionTimer
@@ -63,6 +64,11 @@ class StreamFrames(FrameSource):
     def __len__(self) -> int:
         return self._count
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the frames still kept."""
+        return sum(f.nbytes for f in self._recent.values())
+
     def _get(self, idx: int) -> np.ndarray:
         if idx not in self._recent:
             raise FrameIndexError(f"stream frame {idx} was dropped (only the last {self.keep} frames are kept)")
@@ -71,16 +77,16 @@ class StreamFrames(FrameSource):
 
 class StreamTracker:
     def __init__(self, model: SAM2Model, *, memory_dtype: torch.dtype = torch.bfloat16,
-                 timer: SectionTimer = NO_TIMER, router_config: RouterConfig = DEFAULT_ROUTER,
+                 timer: SectionTimer = NO_TIMER, router_config: RouterConfig | None = None,
                  dtype: str | None = None) -> None:
         self.predictor = VideoPredictor(model, memory_dtype=memory_dtype, timer=timer, router_config=router_config,
                                         dtype=dtype)
         self.frames = StreamFrames()
         self.state: InferenceState | None = None
         tc = model.config.tracker
-        # how far back the tracker reads: spatial memories and object pointers
-        self.memory_reach = (tc.num_maskmem - 1) * tc.memory_temporal_stride
-        self.pointer_reach = tc.max_obj_ptrs_in_encoder - 1
+        # how far back the next step reads: spatial memories and object pointers (the tracker's rule)
+        self.memory_reach = memory_horizon(tc)
+        self.pointer_reach = pointer_horizon(tc)
 
     @property
     def frame_idx(self) -> int:
@@ -125,11 +131,12 @@ class StreamTracker:
 
     def _forget_unreachable(self, idx: int) -> None:
         """Drop what no later step can read: old memories, old pointers, old per-frame records."""
+        after = idx + 1  # the next step
         for obj in self.state.objects.values():
-            for t in [t for t in obj.memory.non_cond if t < idx - self.pointer_reach]:
+            for t in [t for t in obj.memory.non_cond if after - t > self.pointer_reach]:
                 del obj.memory.non_cond[t]
             for t, entry in obj.memory.non_cond.items():
-                if t < idx - self.memory_reach:  # only its object pointer is still read
+                if after - t > self.memory_reach:  # only its object pointer is still read
                     entry.maskmem_features = None
                     entry.backend_cache.clear()
                 if t < idx:  # low-res masks are only needed to refine the latest frame
@@ -158,8 +165,8 @@ class StreamTracker:
                 add(p.coords)
             for m in obj.mask_inputs.values():
                 add(m)
-        for feats in self.state.features._items.values():
+        for feats in self.state.features.values():
             for t in [feats.vision_feats, feats.vision_pos, *(feats.high_res or [])]:
                 add(t)
-        total += sum(f.nbytes for f in self.frames._recent.values())
+        total += self.frames.nbytes
         return total

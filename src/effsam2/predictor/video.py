@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from effsam2.accel.swr import WindowRouting
-from effsam2.accel.window_routing import DEFAULT_ROUTER, RouterConfig
+from effsam2.accel.window_routing import RouterConfig
 from effsam2.dtypes import autocast, resolve_dtype
 from effsam2.errors import PromptError
 from effsam2.io.frames import open_frames
@@ -42,7 +42,7 @@ class VideoPredictor:
     def __init__(self, model: SAM2Model, *, non_overlap_masks: bool = False,
                  clear_non_cond_mem_around_input: bool = False, add_all_frames_to_correct_as_cond: bool = False,
                  memory_dtype: torch.dtype = torch.bfloat16, timer: SectionTimer = NO_TIMER,
-                 router_config: RouterConfig = DEFAULT_ROUTER, dtype: str | None = None,
+                 router_config: RouterConfig | None = None, dtype: str | None = None,
                  batch_objects: bool = True) -> None:
         self.model = model.eval()
         # track all objects of a frame as one batch (each reading its own memory); False: one at a time
@@ -54,8 +54,9 @@ class VideoPredictor:
         self.add_all_frames_to_correct_as_cond = add_all_frames_to_correct_as_cond
         self.memory_dtype = memory_dtype  # the official predictor stores memory features in bf16
         self.timer = timer
-        # Sparse Window Routing (None unless the model was built with accel "swr"): encodes propagated frames
-        # with only the windows the previous frame's objects occupy
+        # Sparse Window Routing (None unless the model was built with accel "swr"): the model's frame encoder,
+        # encoding propagated frames with only the windows the previous frame's objects occupy; router_config
+        # overrides its router settings
         self.routing = WindowRouting.from_model(model, router_config)
 
     @property
@@ -340,7 +341,7 @@ class VideoPredictor:
             step = track_step(self.model, frame_idx, feats, obj.memory, is_init_cond_frame=is_init_cond_frame,
                               points=points, mask_inputs=mask_inputs, num_frames=state.num_frames, reverse=reverse,
                               run_mem_encoder=run_mem_encoder, prev_sam_mask_logits=prev_logits,
-                              memory_key=obj.obj_id, return_token_attention=return_token_attention,
+                              return_token_attention=return_token_attention,
                               memory_dtype=self.memory_dtype, timer=self.timer)
         self._store(state, step.entry)
         return step
@@ -350,7 +351,7 @@ class VideoPredictor:
         """One tracking step of several objects as a batch (``tracker.track_objects``)."""
         with self.autocast():
             entries, step = track_objects(self.model, frame_idx, feats, [o.memory for o in objs],
-                                          [o.obj_id for o in objs], num_frames=state.num_frames, reverse=reverse,
+                                          num_frames=state.num_frames, reverse=reverse,
                                           return_token_attention=return_token_attention,
                                           memory_dtype=self.memory_dtype, timer=self.timer)
         for entry in entries:

@@ -13,13 +13,13 @@ import sys
 import time
 from pathlib import Path
 
+from effsam2.cli.model_args import add_model_options
 from effsam2.errors import Effsam2Error
 from effsam2.eval.datasets import open_dataset
 from effsam2.eval.prompts import PROMPT_KINDS
 from effsam2.eval.report import format_markdown, write_json, write_results
 from effsam2.eval.scoring import score_dataset
 from effsam2.io.output import check_output_folder, fresh_staging_folder, staging_folder, swap_in
-from effsam2.model_args import add_model_options
 
 __all__ = ["add_parser", "run"]
 
@@ -109,9 +109,9 @@ def _accel_list(args: argparse.Namespace) -> list[str]:
 
 def _run_grid(args: argparse.Namespace, dataset, sequences: list[str] | None, staging: Path | None) -> int:
     """Every configuration of the --accel list on the same sequences; one table (see effsam2.eval.grid)."""
+    from effsam2.cli.model_args import build_model_from_args, check_model_args, describe_dtype
     from effsam2.eval.grid import folder_name, format_grid, grid_rows, ordered_specs, write_grid
     from effsam2.eval.run_model import predict_dataset
-    from effsam2.model_args import build_model_from_args, check_model_args, describe_dtype
 
     if staging is None:
         raise Effsam2Error("--model needs --out DIR (the predictions and results are written there)")
@@ -155,8 +155,8 @@ def _run_grid(args: argparse.Namespace, dataset, sequences: list[str] | None, st
 def _run_model(args: argparse.Namespace, dataset, sequences: list[str] | None, staging: Path | None) -> Path:
     """Validate the model options, build the model and write its predictions under ``staging``
     (what becomes ``--out``); they are scored from there."""
+    from effsam2.cli.model_args import build_model_from_args, check_model_args, describe_dtype
     from effsam2.eval.run_model import predict_dataset
-    from effsam2.model_args import build_model_from_args, check_model_args, describe_dtype
 
     if not args.out:
         raise Effsam2Error("--model needs --out DIR (the predictions and results are written there)")

@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from effsam2.cli.model_args import add_model_options, build_model_from_args, check_model_args, describe_dtype
+from effsam2.cli.prompt_args import ObjectPrompt, add_prompt_options, collect_prompts
 from effsam2.errors import Effsam2Error, PromptError
 from effsam2.io.frames import FrameSource, open_frames
 from effsam2.io.output import OutputWriter, check_object_id, check_output_folder, parse_formats
 from effsam2.io.png_labels import read_binary_mask
-from effsam2.model_args import add_model_options, build_model_from_args, check_model_args, describe_dtype
-from effsam2.predictor.prompt_args import ObjectPrompt, add_prompt_options, collect_prompts
 from effsam2.predictor.prompts import check_frame_index, points_to_model_space
 from effsam2.predictor.video import VideoPredictor
 

@@ -19,14 +19,14 @@ from effsam2.errors import Effsam2Error
 
 # Modules that provide a subcommand, in the order `effsam2 --help` lists them.
 SUBCOMMAND_MODULES: tuple[str, ...] = (
-    "effsam2.predictor.cli",
-    "effsam2.predictor.demo_cli",
-    "effsam2.app.cli",
-    "effsam2.model_cli",
-    "effsam2.eval.cli",
-    "effsam2.train.vos_cli",
-    "effsam2.train.cli",
-    "effsam2.bench.cli",
+    "effsam2.cli.track",
+    "effsam2.cli.demo",
+    "effsam2.cli.app",
+    "effsam2.cli.models",
+    "effsam2.cli.eval",
+    "effsam2.cli.train",
+    "effsam2.cli.train_shortcut",
+    "effsam2.cli.bench",
 )
 
 
@@ -94,7 +94,3 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

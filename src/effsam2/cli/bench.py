@@ -17,8 +17,8 @@ from effsam2.bench.frames import default_video
 from effsam2.bench.official import official_available
 from effsam2.bench.report import check_plotting, markdown_table, write_json, write_markdown, write_plot
 from effsam2.bench.runner import DTYPES, BenchOptions, Runner
+from effsam2.cli.devices import check_device
 from effsam2.configs import HieraConfig
-from effsam2.devices import check_device
 from effsam2.dtypes import resolve_dtype
 from effsam2.errors import CheckpointError, Effsam2Error, VideoError
 from effsam2.registry import get_config, resolve_name

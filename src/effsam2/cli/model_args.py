@@ -15,8 +15,8 @@ from pathlib import Path
 from effsam2.accel.spec import SMR_POLICIES, AccelSpec
 from effsam2.accel.window_routing import WindowGrid
 from effsam2.build import build_model
+from effsam2.cli.devices import check_device
 from effsam2.configs import ModelConfig
-from effsam2.devices import check_device
 from effsam2.dtypes import DTYPE_CHOICES, explain_dtype
 from effsam2.errors import CheckpointError
 from effsam2.modeling.sam2_model import SAM2Model

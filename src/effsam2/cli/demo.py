@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from effsam2.predictor import cli as track_cli
+from effsam2.cli import track as track_cli
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 SAMPLE_VIDEO = SAMPLES / "dog.mp4"

@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 
 from effsam2.checkpoint import SAFETENSORS_SUFFIX
-from effsam2.devices import check_device
+from effsam2.cli.devices import check_device
 from effsam2.errors import CheckpointError, Effsam2Error
 
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from effsam2.cli.model_args import add_model_options
 from effsam2.errors import Effsam2Error
-from effsam2.model_args import add_model_options
 
 DEFAULT_PORT = 7860
 
@@ -39,8 +39,8 @@ def run(args: argparse.Namespace) -> int:
     except ImportError:
         raise Effsam2Error('effsam2 app needs gradio: pip install "effsam2[app]"') from None
     from effsam2.app.page import AppPage, page_css
-    from effsam2.model_args import build_model_from_args, check_model_args, describe_dtype
-    from effsam2.predictor.demo_cli import SAMPLE_VIDEO
+    from effsam2.cli.demo import SAMPLE_VIDEO
+    from effsam2.cli.model_args import build_model_from_args, check_model_args, describe_dtype
     from effsam2.predictor.video import VideoPredictor
 
     if not 0 < args.port < 65536:
