@@ -1,6 +1,7 @@
 """Accelerations are open: a memory backend and a frame encoder written here, outside the package, plug into
 ``build_model`` and run through the ``VideoPredictor`` unchanged; at their identity settings they compute
-exactly what dense computes, and what they keep per video lives in the session, not on the model."""
+exactly what dense computes, and what they keep per video lives in the session, not on the model. Declared
+through ``effsam2.accel.plugins``, they get a name with a checked setting, on the command line too."""
 
 from __future__ import annotations
 
@@ -12,6 +13,10 @@ import torch
 from PIL import Image
 
 import effsam2
+from effsam2.accel.plugins import Acceleration, register_acceleration, unregister_acceleration
+from effsam2.accel.spec import AccelSpec
+from effsam2.cli import main
+from effsam2.errors import Effsam2Error
 from effsam2.modeling.frame_encoder import DenseFrameEncoder
 from effsam2.modeling.memory_attention import DenseMemoryBackend
 from effsam2.predictor.video import VideoPredictor
@@ -121,3 +126,56 @@ def test_a_frame_encoder_of_our_own_keeps_its_state_in_the_session(cows, dense):
     assert state.router is not other.router
     for m in moving[1:]:
         assert 0.0 < (m > 0).float().mean() < 0.9
+
+
+def check_frame_count(value):
+    if value is None or value < 1 or value != int(value):
+        raise Effsam2Error(f"newest@N needs a whole number of frames N >= 1, got {value}")
+
+
+@pytest.fixture
+def declared():
+    made = []
+
+    def newest(value):
+        made.append(NewestFramesOnly(int(value)))
+        return made[-1]
+
+    register_acceleration(Acceleration("newest", "read only the N newest tracked memory frames",
+                                       make_memory_backend=newest, check_setting=check_frame_count))
+    register_acceleration(Acceleration("skipstill", "reuse the features of still frames",
+                                       make_frame_encoder=lambda value, config: SkipStillFrames(value or 0.0)))
+    yield made
+    unregister_acceleration("newest")
+    unregister_acceleration("skipstill")
+
+
+def test_a_declared_acceleration_is_a_name_with_a_checked_setting(declared, cows, dense):
+    spec = AccelSpec.parse("newest@7+skipstill")
+    assert spec.label == "newest+skipstill" and spec.description == "newest@7+skipstill" and not spec.is_dense
+    for bad, why in (("newest@0", "whole number of frames"), ("newest@x", "must be a number"),
+                     ("pool+newest@2", "both replace the memory backend"), ("swr+skipstill", "both replace"),
+                     ("skipstill@1", "takes no setting"), ("nothing", "unknown acceleration 'nothing'.*newest")):
+        with pytest.raises(Effsam2Error, match=why):
+            AccelSpec.parse(bad)
+    model = effsam2.build_model(accel="newest@7")
+    assert model.memory_attention.backend is declared[-1] and model.accel_label == "newest@7"
+    same, _ = track(model, *cows)
+    assert all(torch.equal(a, b) for a, b in zip(same, dense))  # 7 >= num_maskmem: every frame, exactly dense
+
+
+def test_a_declared_acceleration_runs_from_the_command_line(declared, davis_dir, tmp_path, capsys):
+    frames = davis_dir / "JPEGImages" / "480p" / "cows"
+    clip = tmp_path / "clip"
+    clip.mkdir()
+    for p in sorted(frames.glob("*.jpg"))[:4]:
+        (clip / p.name).write_bytes(p.read_bytes())
+    mask = davis_dir / "Annotations" / "480p" / "cows" / "00000.png"
+    out = tmp_path / "out"
+    assert main(["track", str(clip), "--mask", str(mask), "--accel", "newest@1", "--out", str(out),
+                 "--no-progress"]) == 0
+    assert len(list((out / "masks").rglob("*.png"))) == 4
+    assert declared and declared[-1].keep == 1 and declared[-1].frames_read > 0  # the one the command asked for
+    assert main(["track", str(clip), "--mask", str(mask), "--accel", "newest@0", "--out", str(tmp_path / "o2")]) == 2
+    assert "newest@N needs a whole number" in capsys.readouterr().err
+    assert not (tmp_path / "o2").exists()

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from effsam2.accel.pooled_memory import make_pooled_backend
 from effsam2.accel.smr_policy import RandomSelection, TopKSaliency, UniformSelection
 from effsam2.modeling.attention import Attention
 from effsam2.modeling.memory import MemoryEntry, MemoryFrame, MemoryReadout
@@ -230,8 +231,6 @@ def make_sparse_backend(spec) -> DenseMemoryBackend:
     computing and storing patterns that would keep everything.
     """
     if spec.pool is not None:
-        from effsam2.accel.pooled_memory import make_pooled_backend
-
         inner = make_pooled_backend(spec)
     else:
         inner = DenseMemoryBackend()

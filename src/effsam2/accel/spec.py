@@ -2,7 +2,8 @@
 
 Each '+'-joined part may carry its setting: ``pool@4`` (window), ``pool-sdpa@4``, ``smr@0.9`` (sparsity),
 ``smr@0.95:random`` (sparsity and token-selection policy: topk, random or uniform). A setting in the text
-wins over the same option passed as a keyword. A spec is plain data. ``make_memory_backend`` turns its memory part into the backend object that the
+wins over the same option passed as a keyword. Names declared through ``effsam2.accel.plugins`` are
+accepted too, with their own setting (``newest@2``) and range check. A spec is plain data. ``make_memory_backend`` turns its memory part into the backend object that the
 model's memory attention uses, ``make_frame_encoder`` its window-routing part (SWR) into the model's frame
 encoder; both are handed to the model at build time (sessions keep the router's state).
 """
@@ -11,7 +12,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from effsam2.accel.plugins import get_acceleration, registered_names
+from effsam2.accel.pooled_memory import make_pooled_backend
+from effsam2.accel.sparse_memory import make_sparse_backend
+from effsam2.accel.swr import WindowRouting
 from effsam2.errors import Effsam2Error
+from effsam2.modeling.frame_encoder import DenseFrameEncoder
+from effsam2.modeling.memory_attention import DenseMemoryBackend
 
 # Names accepted in a spec, joined with '+'.
 POOL = "pool"  # EfficientTAM pooled memory attention, exact form (ln(window area) logit bias)
@@ -35,6 +42,8 @@ class AccelSpec:
     swr: bool = False
     swr_shortcut: str | None = None  # path of the trained shortcut (safetensors)
     swr_fraction: float | None = None  # benchmark only: force this fraction of stage-3 windows
+    # declared accelerations (effsam2.accel.plugins) with their '@' setting: ((name, setting or None), ...)
+    extra: tuple[tuple[str, float | None], ...] = ()
 
     @classmethod
     def parse(cls, text: str | None, **options) -> AccelSpec:
@@ -43,14 +52,18 @@ class AccelSpec:
         ``options`` set the numeric settings (pool_window, smr_sparsity, swr_shortcut, swr_fraction).
         """
         spec = cls()
-        parts, settings = [], {}
+        parts, settings, extra = [], {}, []
         for raw in (p.strip().lower() for p in (text or DENSE).split("+") if p.strip()):
             name, value, policy = _split_part(raw, text)
             parts.append(name)
-            settings.update(_part_settings(name, value, policy, text))
-        unknown = [p for p in parts if p not in KNOWN]
-        if unknown:
-            raise Effsam2Error(f"unknown acceleration {unknown[0]!r} in {text!r}; known: {', '.join(KNOWN)}")
+            if name in KNOWN:
+                settings.update(_part_settings(name, value, policy, text))
+            elif get_acceleration(name) is not None:
+                extra.append(_declared_part(name, value, policy, text))
+            else:
+                known = ", ".join((*KNOWN, *registered_names()))
+                raise Effsam2Error(f"unknown acceleration {name!r} in {text!r}; known: {known}")
+        _check_slots(parts, extra, text)
         if POOL in parts and POOL_SDPA in parts:
             raise Effsam2Error(f"choose one of {POOL} and {POOL_SDPA} in {text!r}")
         if DENSE in parts and len(parts) > 1:
@@ -59,7 +72,7 @@ class AccelSpec:
             spec = replace(spec, pool="exact")
         if POOL_SDPA in parts:
             spec = replace(spec, pool="sdpa")
-        spec = replace(spec, smr=SMR in parts, swr=SWR in parts)
+        spec = replace(spec, smr=SMR in parts, swr=SWR in parts, extra=tuple(extra))
         spec = replace(spec, **{k: v for k, v in options.items() if v is not None})
         spec = replace(spec, **settings)
         spec.validate()
@@ -77,7 +90,7 @@ class AccelSpec:
 
     @property
     def is_dense(self) -> bool:
-        return self.pool is None and not self.smr and not self.swr
+        return self.pool is None and not self.smr and not self.swr and not self.extra
 
     @property
     def label(self) -> str:
@@ -110,6 +123,8 @@ class AccelSpec:
         if self.smr:
             name = f"{SMR}@{self.smr_sparsity:g}" if shown(self.smr_sparsity, default.smr_sparsity) else SMR
             parts.append(f"{name}:{self.smr_policy}" if shown(self.smr_policy, default.smr_policy) else name)
+        for name, value in self.extra:
+            parts.append(name if value is None or settings == "none" else f"{name}@{value:g}")
         return "+".join(parts) or DENSE
 
 
@@ -118,6 +133,34 @@ def _split_part(raw: str, text: str) -> tuple[str, str | None, str | None]:
     name, _, policy = raw.partition(":")
     name, _, value = name.partition("@")
     return name.strip(), (value.strip() or None), (policy.strip() or None)
+
+
+def _declared_part(name: str, value: str | None, policy: str | None, text: str) -> tuple[str, float | None]:
+    """(name, setting) of a declared acceleration, its setting checked by the acceleration itself."""
+    if policy is not None:
+        raise Effsam2Error(f"only smr takes a policy (':{policy}') in {text!r}")
+    number = None
+    if value is not None:
+        try:
+            number = float(value)
+        except ValueError:
+            raise Effsam2Error(f"{name}@{value}: the setting must be a number in {text!r}") from None
+    try:
+        get_acceleration(name).check(number)
+    except Effsam2Error as err:
+        raise Effsam2Error(f"{err} in {text!r}") from None
+    return name, number
+
+
+def _check_slots(parts: list[str], extra: list[tuple[str, float | None]], text: str) -> None:
+    """A declared acceleration fills one slot of the model alone: no other acceleration of that slot."""
+    taken = {"memory": [p for p in parts if p in (POOL, POOL_SDPA, SMR)], "frame": [p for p in parts if p == SWR]}
+    for name, _ in extra:
+        slot = get_acceleration(name).slot
+        if taken[slot]:
+            raise Effsam2Error(f"{name} and {taken[slot][0]} both replace the {slot} "
+                               f"{'backend' if slot == 'memory' else 'encoder'} in {text!r}: choose one")
+        taken[slot].append(name)
 
 
 def _part_settings(name: str, value: str | None, policy: str | None, text: str) -> dict:
@@ -146,26 +189,27 @@ def _part_settings(name: str, value: str | None, policy: str | None, text: str) 
 
 def make_memory_backend(spec: AccelSpec):
     """The memory-attention backend for a spec (dense when it asks for no memory acceleration)."""
-    from effsam2.modeling.memory_attention import DenseMemoryBackend
-
-    # Each acceleration module owns its branch below.
+    for name, value in spec.extra:
+        declared = get_acceleration(name)
+        if declared is None:
+            raise Effsam2Error(f"acceleration {name!r} is no longer registered")
+        if declared.make_memory_backend is not None:
+            return declared.make_memory_backend(value)
     if spec.smr:
-        from effsam2.accel.sparse_memory import make_sparse_backend
-
         return make_sparse_backend(spec)
     if spec.pool is not None:
-        from effsam2.accel.pooled_memory import make_pooled_backend
-
         return make_pooled_backend(spec)
     return DenseMemoryBackend()
 
 
 def make_frame_encoder(spec: AccelSpec, config):
-    """The frame encoder for a spec: SWR's routed encoder, or the dense one."""
+    """The frame encoder for a spec: SWR's routed encoder, a declared one, or the dense one."""
+    for name, value in spec.extra:
+        declared = get_acceleration(name)
+        if declared is None:
+            raise Effsam2Error(f"acceleration {name!r} is no longer registered")
+        if declared.make_frame_encoder is not None:
+            return declared.make_frame_encoder(value, config)
     if spec.swr:
-        from effsam2.accel.swr import WindowRouting
-
         return WindowRouting.for_spec(spec, config)
-    from effsam2.modeling.frame_encoder import DenseFrameEncoder
-
     return DenseFrameEncoder()

@@ -19,6 +19,7 @@ import torch
 from effsam2.bench.session import PassResult, PassSteps
 from effsam2.bench.timer import FrameTimer
 from effsam2.modeling.sam2_model import PointPrompt, SAM2Model
+from effsam2.predictor.video import VideoPredictor
 
 
 def iter_predictor_pass(model: SAM2Model, rgb_frames: Sequence[np.ndarray], prompts: Sequence[PointPrompt],
@@ -28,8 +29,6 @@ def iter_predictor_pass(model: SAM2Model, rgb_frames: Sequence[np.ndarray], prom
     """Track one object per prompt (model-space clicks, converted to video pixels) through ``rgb_frames``.
 
     ``dtype`` (fp32 or bf16) is the predictor's own autocast (``context`` would be switched off inside it)."""
-    from effsam2.predictor.video import VideoPredictor
-
     predictor = VideoPredictor(model, timer=timer, dtype=dtype)
     height, width = rgb_frames[0].shape[:2]
     size = model.image_size

@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from effsam2.modeling.common import MLP
+from effsam2.modeling.image_encoder import ImageEncoder
+from effsam2.modeling.vit_neck import ViTNeck
 from effsam2.modeling.windows import window_partition, window_unpartition
 
 # The official trunk builds every LayerNorm with this eps (not torch's 1e-5 default).
@@ -166,9 +168,6 @@ def build_vit_encoder(config) -> nn.Module:
     One trunk level, one neck level, nothing dropped (``scalp=0``): the encoder output is a single
     (B, d_model, S/16, S/16) map with its sine position encoding.
     """
-    from effsam2.modeling.image_encoder import ImageEncoder
-    from effsam2.modeling.vit_neck import ViTNeck
-
     cfg = config.trunk
     trunk = ViTTrunk(embed_dim=cfg.embed_dim, depth=cfg.depth, num_heads=cfg.num_heads, patch_size=cfg.patch_size,
                      window_size=cfg.window_size, window_block_indexes=cfg.window_block_indexes,

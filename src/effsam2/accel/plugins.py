@@ -1,0 +1,74 @@
+"""Accelerations declared outside effsam2's built-in ones (pool, pool-sdpa, smr, swr).
+
+Each registers its name, what its ``@`` setting means (with its range check) and the strategy it makes for
+one slot of the model: the memory backend or the frame encoder. ``AccelSpec.parse("name@3")``, and with it
+``--accel name@3`` on every command and ``build_model(accel="name@3")``, then work unchanged:
+
+    register_acceleration(Acceleration("newest", "read only the N newest memory frames",
+                                       make_memory_backend=lambda n: NewestFrames(int(n)),
+                                       check_setting=check_frames))
+
+Like model families (``effsam2.registry``), the table is filled when the declaring module is imported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from effsam2.errors import Effsam2Error
+
+BUILTIN_NAMES = ("dense", "pool", "pool-sdpa", "smr", "swr")
+
+
+def no_setting(name: str) -> Callable[[float | None], None]:
+    """The check of an acceleration that takes no ``@`` setting."""
+    def check(value: float | None) -> None:
+        if value is not None:
+            raise Effsam2Error(f"{name} takes no setting ('@{value:g}')")
+    return check
+
+
+@dataclass(frozen=True)
+class Acceleration:
+    """One declared acceleration. Exactly one of the two makers is given; each gets the ``@`` setting (None
+    when the spec gives none); ``check_setting`` raises ``Effsam2Error`` (one line) for a setting it refuses."""
+
+    name: str
+    description: str
+    make_memory_backend: Callable[[float | None], object] | None = None
+    make_frame_encoder: Callable[[float | None, object], object] | None = None  # (setting, ModelConfig)
+    check_setting: Callable[[float | None], None] | None = None
+
+    @property
+    def slot(self) -> str:
+        return "memory" if self.make_memory_backend is not None else "frame"
+
+    def check(self, value: float | None) -> None:
+        (self.check_setting or no_setting(self.name))(value)
+
+
+_ACCELERATIONS: dict[str, Acceleration] = {}
+
+
+def register_acceleration(acceleration: Acceleration) -> None:
+    name = acceleration.name
+    if not name or any(c in name for c in "+@:,") or name != name.lower():
+        raise Effsam2Error(f"acceleration name {name!r}: use lower case, without '+', '@', ':' or ','")
+    if name in BUILTIN_NAMES or name in _ACCELERATIONS:
+        raise Effsam2Error(f"an acceleration named {name!r} already exists")
+    if (acceleration.make_memory_backend is None) == (acceleration.make_frame_encoder is None):
+        raise Effsam2Error(f"acceleration {name!r} must make exactly one of a memory backend or a frame encoder")
+    _ACCELERATIONS[name] = acceleration
+
+
+def unregister_acceleration(name: str) -> None:
+    _ACCELERATIONS.pop(name, None)
+
+
+def get_acceleration(name: str) -> Acceleration | None:
+    return _ACCELERATIONS.get(name)
+
+
+def registered_names() -> tuple[str, ...]:
+    return tuple(sorted(_ACCELERATIONS))
