@@ -39,6 +39,11 @@ from effsam2.errors import ConfigError
 STAGE = 2  # routing happens in the third Hiera stage (0-based index 2), the stride-16 map
 
 
+def supports_window_routing(config: ModelConfig) -> bool:
+    """Whether SWR can run on a model: routing is defined on the windows of a Hiera trunk's stage 3."""
+    return isinstance(config.trunk, HieraConfig)
+
+
 @dataclass(frozen=True)
 class WindowGrid:
     """The stage-3 window layout: an (height, width) token map cut into ``window``-sized squares.
@@ -55,7 +60,7 @@ class WindowGrid:
     @classmethod
     def for_config(cls, config: ModelConfig) -> WindowGrid:
         trunk = config.trunk
-        if not isinstance(trunk, HieraConfig):
+        if not supports_window_routing(config):
             raise ConfigError(f"sparse window routing (swr) applies to Hiera trunks (sam2 / sam2.1 models) only; "
                               f"{config.name} has no Hiera trunk")
         # patch embedding (stride 4) then one 2x query pooling per stage change -> stride 16 at stage 3

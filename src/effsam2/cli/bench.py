@@ -12,13 +12,14 @@ from pathlib import Path
 
 import torch
 
-from effsam2.accel.spec import SMR_POLICIES, AccelSpec
+from effsam2.accel.spec import AccelSpec
+from effsam2.accel.window_routing import supports_window_routing
 from effsam2.bench.frames import default_video
 from effsam2.bench.official import official_available
 from effsam2.bench.report import check_plotting, markdown_table, write_json, write_markdown, write_plot
 from effsam2.bench.runner import DTYPES, BenchOptions, Runner
 from effsam2.cli.devices import check_device
-from effsam2.configs import HieraConfig
+from effsam2.cli.model_args import add_accel_setting_options, add_device_option
 from effsam2.dtypes import resolve_dtype
 from effsam2.errors import CheckpointError, Effsam2Error, VideoError
 from effsam2.registry import get_config, resolve_name
@@ -42,10 +43,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--accel", action="append", default=[],
                    help="comma list of specs: dense, pool, pool-sdpa, smr, swr or '+' combinations "
                         "(e.g. swr+smr); dense is always measured as the baseline")
-    p.add_argument("--smr-sparsity", type=float, help="fraction of memory tokens SMR drops (default 0.95)")
-    p.add_argument("--smr-policy", choices=SMR_POLICIES, help="SMR token selection (default topk)")
-    p.add_argument("--pool-window", type=int, help="pooled memory attention window: 1, 2 or 4 (default 2)")
-    p.add_argument("--swr-shortcut", help="trained SWR shortcut weights (safetensors)")
+    add_accel_setting_options(p)
     p.add_argument("--swr-fraction", type=float,
                    help="benchmark only: route this fraction of stage-3 windows on every frame")
     p.add_argument("--objects", action="append", default=[], help="object counts, comma list (default 1)")
@@ -57,7 +55,7 @@ def add_parser(subparsers) -> None:
                         "and on CPUs with native bf16)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the components (slow to compile, minutes on a CPU; raise --warmup)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+    add_device_option(p)
     p.add_argument("--video", help="video file or frame folder (default: a clip from ../shared/data/videos)")
     p.add_argument("--against-official", action="store_true",
                    help="add a row running the official sam2 package, same weights (SAM 2 / 2.1 only)")
@@ -114,7 +112,7 @@ def _check_shortcut(path: str, models: list[str]) -> None:
         raise CheckpointError(f"SWR shortcut not found: {path}")
     for name in models:
         config = get_config(name)
-        if isinstance(config.trunk, HieraConfig):
+        if supports_window_routing(config):
             load_shortcut(path, config)  # CheckpointError naming the mismatch
 
 

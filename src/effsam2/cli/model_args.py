@@ -22,8 +22,8 @@ from effsam2.errors import CheckpointError
 from effsam2.modeling.sam2_model import SAM2Model
 from effsam2.registry import get_config, shipped_weights
 
-__all__ = ["CHECKPOINT_HELP", "accel_from_args", "add_model_options", "build_model_from_args", "check_model_args",
-           "describe_dtype"]
+__all__ = ["CHECKPOINT_HELP", "accel_from_args", "add_accel_setting_options", "add_device_option",
+           "add_model_options", "build_model_from_args", "check_model_args", "describe_dtype"]
 
 CHECKPOINT_HELP = ("official checkpoints are not bundled: download them from the SAM 2 / SAM 2.1 release "
                    "(https://github.com/facebookresearch/sam2#download-checkpoints) or EfficientTAM "
@@ -49,15 +49,26 @@ def add_model_options(parser, *, model_default: str | None = "default", accel_li
         accel_help += ("; a comma list (e.g. dense,pool@4,smr@0.9,smr@0.95:random,pool+smr) evaluates each on "
                        "the same data and writes one table, OUT/grid.{json,md,png}, dense first")
     parser.add_argument("--accel", default=None, help=accel_help)
-    parser.add_argument("--smr-sparsity", type=float, help="SMR sparsity (default 0.95)")
-    parser.add_argument("--smr-policy", choices=SMR_POLICIES, help="SMR token selection (default topk)")
-    parser.add_argument("--pool-window", type=int, help="pooled memory attention window: 1, 2 (default) or 4")
-    parser.add_argument("--swr-shortcut", help="trained SWR shortcut (.safetensors), needed with --accel swr")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    add_accel_setting_options(parser)
+    add_device_option(parser)
     parser.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto",
                         help="autocast dtype: auto (default: bf16 on CUDA and on CPUs with native bf16, AMX or "
                              "AVX512-BF16, unless bf16 was measured to cost the model accuracy or speed there), "
                              "fp32 or bf16")
+
+
+def add_accel_setting_options(parser) -> None:
+    """The settings of the built-in accelerations (``--smr-sparsity --smr-policy --pool-window
+    --swr-shortcut``), shared by every command that runs a model, ``bench`` included."""
+    parser.add_argument("--smr-sparsity", type=float, help="SMR sparsity: the fraction of memory tokens dropped "
+                        "(default 0.95)")
+    parser.add_argument("--smr-policy", choices=SMR_POLICIES, help="SMR token selection (default topk)")
+    parser.add_argument("--pool-window", type=int, help="pooled memory attention window: 1, 2 (default) or 4")
+    parser.add_argument("--swr-shortcut", help="trained SWR shortcut (.safetensors), needed with --accel swr")
+
+
+def add_device_option(parser) -> None:
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
 
 
 def describe_dtype(args: argparse.Namespace, config: ModelConfig) -> str:

@@ -46,8 +46,8 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from effsam2.accel.window_routing import supports_window_routing
     from effsam2.build import build_model
-    from effsam2.configs import HieraConfig
     from effsam2.registry import get_config
     from effsam2.train.clips import find_videos, plan_clips
     from effsam2.train.shortcut import TrainSettings, mean_loss, state_path, train_shortcut
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     if Path(args.out).suffix != SAFETENSORS_SUFFIX:
         raise Effsam2Error(f"--out must be a {SAFETENSORS_SUFFIX} file, got {args.out}")
     config = get_config(args.model, args.image_size)  # bad sizes raise ConfigError, a one-line Effsam2Error
-    if not isinstance(config.trunk, HieraConfig):
+    if not supports_window_routing(config):
         raise Effsam2Error(f"{args.model} has no Hiera trunk; window routing needs a sam2 / sam2.1 model")
     if args.resume and not state_path(args.out).exists():
         raise Effsam2Error(f"nothing to resume: no training state at {state_path(args.out)}")
