@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 import effsam2
+import effsam2.registry
 from effsam2.accel.plugins import Acceleration, register_acceleration, unregister_acceleration
 from effsam2.accel.spec import AccelSpec
 from effsam2.cli import main
@@ -75,6 +76,19 @@ class SkipStillFrames(DenseFrameEncoder):
         return f"skip@{self.threshold:g}"
 
 
+class BlurredFrames(DenseFrameEncoder):
+    """No router at all: every frame box-blurred over ``k`` x ``k`` pixels before the encoder (1: dense)."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+
+    def encode(self, model, images, router=None, *, prompted=False):
+        if self.k > 1:
+            images = torch.nn.functional.avg_pool2d(images, self.k, stride=1, padding=self.k // 2,
+                                                    count_include_pad=False)
+        return model.encode_image(images), None
+
+
 @pytest.fixture(scope="module")
 def cows(davis_dir):
     root = davis_dir / "JPEGImages" / "480p" / "cows"
@@ -100,7 +114,7 @@ def dense(cows):
 
 
 def test_a_memory_backend_of_our_own_is_dense_at_its_identity_and_changes_the_result_below_it(cows, dense):
-    num_maskmem = effsam2.build_model().config.tracker.num_maskmem
+    num_maskmem = effsam2.registry.get_config("default").tracker.num_maskmem
     everything = NewestFramesOnly(keep=num_maskmem)
     model = effsam2.build_model(accel="dense", memory_backend=everything)
     assert model.memory_attention.backend is everything and "newest@" in model.accel_label
@@ -111,6 +125,13 @@ def test_a_memory_backend_of_our_own_is_dense_at_its_identity_and_changes_the_re
     fewer, _ = track(effsam2.build_model(accel="dense", memory_backend=newest), *cows)
     assert newest.frames_read < everything.frames_read
     assert any(not torch.equal(a, b) for a, b in zip(fewer, dense))
+
+
+def test_a_frame_encoder_without_a_router_is_the_one_that_runs(cows, dense):
+    same, state = track(effsam2.build_model(accel="dense", frame_encoder=BlurredFrames(1)), *cows)
+    assert state.router is None and all(torch.equal(a, b) for a, b in zip(same, dense))
+    blurred, _ = track(effsam2.build_model(accel="dense", frame_encoder=BlurredFrames(9)), *cows)
+    assert any(not torch.equal(a, b) for a, b in zip(blurred, dense))  # the blurred frames were encoded
 
 
 def test_a_frame_encoder_of_our_own_keeps_its_state_in_the_session(cows, dense):
@@ -153,7 +174,7 @@ def declared():
 def test_a_declared_acceleration_is_a_name_with_a_checked_setting(declared, cows, dense):
     spec = AccelSpec.parse("newest@7+skipstill")
     assert spec.label == "newest+skipstill" and spec.description == "newest@7+skipstill" and not spec.is_dense
-    for bad, why in (("newest@0", "whole number of frames"), ("newest@x", "must be a number"),
+    for bad, why in (("newest@0", "whole number of frames"), ("newest@x", "must be a finite number"), ("newest@nan", "finite"),
                      ("pool+newest@2", "both replace the memory backend"), ("swr+skipstill", "both replace"),
                      ("skipstill@1", "takes no setting"), ("nothing", "unknown acceleration 'nothing'.*newest")):
         with pytest.raises(Effsam2Error, match=why):
@@ -179,3 +200,26 @@ def test_a_declared_acceleration_runs_from_the_command_line(declared, davis_dir,
     assert main(["track", str(clip), "--mask", str(mask), "--accel", "newest@0", "--out", str(tmp_path / "o2")]) == 2
     assert "newest@N needs a whole number" in capsys.readouterr().err
     assert not (tmp_path / "o2").exists()
+
+
+def test_an_installed_package_declares_its_acceleration_through_an_entry_point(tmp_path, monkeypatch):
+    from effsam2.accel.plugins import get_acceleration, load_declared_accelerations
+
+    (tmp_path / "toy_accel_plugin.py").write_text(
+        "from effsam2.accel.plugins import Acceleration, register_acceleration\n"
+        "from effsam2.modeling.memory_attention import DenseMemoryBackend\n"
+        "register_acceleration(Acceleration('toyep', 'dense under another name',\n"
+        "                                   make_memory_backend=lambda value: DenseMemoryBackend()))\n")
+    info = tmp_path / "toy_accel_plugin-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-accel-plugin\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[effsam2.accelerations]\ntoyep = toy_accel_plugin\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        assert "toyep" in load_declared_accelerations()
+        assert get_acceleration("toyep") is not None and AccelSpec.parse("toyep").label == "toyep"
+    finally:
+        unregister_acceleration("toyep")
+    (info / "entry_points.txt").write_text("[effsam2.accelerations]\nbroken = no_such_module_here\n")
+    with pytest.raises(Effsam2Error, match="cannot load the acceleration plugin 'broken'"):
+        load_declared_accelerations()

@@ -21,9 +21,28 @@ def _model(image_size):
     return model.eval()
 
 
-def test_stream_gives_the_offline_masks(videos_dir):
+def _strided_model(image_size, **tracker_settings):
+    """sam2.1_hiera_t with other memory settings (same random weights as ``_model``)."""
+    from dataclasses import replace
+
+    from effsam2.build import build_from_config
+    from effsam2.registry import get_config
+
+    config = get_config("sam2.1_hiera_t", image_size)
+    config = replace(config, tracker=replace(config.tracker, **tracker_settings))
+    torch.manual_seed(0)
+    model = build_from_config(config)
+    perturb_weights(model)
+    return model.eval()
+
+
+@pytest.mark.parametrize("settings", [{}, {"memory_temporal_stride": 3}, {"max_obj_ptrs_in_encoder": 1}],
+                         ids=["official", "stride3", "one-pointer"])
+def test_stream_gives_the_offline_masks(videos_dir, settings):
+    """Also where the spatial memory reaches further back than the pointers (stride 3: 16 frames against 15;
+    a single pointer: 6 against 0): the stream must keep what the next step reads."""
     frames = decode_frames(videos_dir / "bedroom.mp4", 20)
-    model = _model(256)
+    model = _model(256) if not settings else _strided_model(256, **settings)
     offline = VideoPredictor(model)
     state = offline.init_state(frames)
     offline.add_new_points_or_box(state, 0, 1, points=[[210, 350], [330, 470]], labels=[1, 0])

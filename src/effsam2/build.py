@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+from dataclasses import replace
 
 import torch
 
@@ -29,16 +30,18 @@ def build_from_config(config: ModelConfig, accel: AccelSpec | None = None, *, me
     """
     accel = accel if accel is not None else AccelSpec.parse(config.memory_attention)
     encoder = get_family(config.name).build_image_encoder(config)
-    label = accel.short_label
+    memory_label = replace(accel, swr=False).short_label  # e.g. "pool", "dense"
+    frame_label = "swr" if accel.swr else None
     if memory_backend is None:
         memory_backend = make_memory_backend(accel)
     else:
-        label = repr(memory_backend)
+        memory_label = repr(memory_backend)
     if frame_encoder is None:
         frame_encoder = make_frame_encoder(accel, config)
     else:
-        label = f"{frame_encoder!r}+{label}"
-    return SAM2Model(config, encoder, memory_backend, frame_encoder, label)
+        frame_label = repr(frame_encoder)
+    parts = [p for p in (frame_label, memory_label) if p is not None and p != "dense"]
+    return SAM2Model(config, encoder, memory_backend, frame_encoder, "+".join(parts) or "dense")
 
 
 def build_model(name: str = DEFAULT_ALIAS, checkpoint: str | os.PathLike | None = None, *,
@@ -75,7 +78,9 @@ def build_model(name: str = DEFAULT_ALIAS, checkpoint: str | os.PathLike | None 
         skip = () if any(k.startswith(prefixes) for k in state) else prefixes
         load_into(model, state, config.name, str(checkpoint), matching_models, skip_prefixes=skip)
     model.autocast_dtype = autocast_dtype
-    return model.to(device).eval()
+    model = model.to(device).eval()
+    model.frame_encoder.to(device)  # what a frame encoder holds outside the model (SWR's shortcut)
+    return model
 
 
 def trained_state_dict(model: SAM2Model) -> dict[str, torch.Tensor]:

@@ -122,6 +122,11 @@ class ModelConfig:
     # where bf16 was measured to cost accuracy or to run no faster there (an explicit "bf16" is still honoured)
     bf16_auto: tuple[str, ...] = ("cuda", "cpu")
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.bf16_auto, tuple) or not all(isinstance(d, str) for d in self.bf16_auto):
+            raise ConfigError(f"{self.name}: bf16_auto must be a tuple of device types such as ('cuda', 'cpu'), "
+                              f"got {self.bf16_auto!r}")
+
     def with_image_size(self, image_size: int) -> ModelConfig:
         """The same model at another input resolution (must be a multiple of 32 for Hiera, 16 for ViT)."""
         step = self.trunk.size_step

@@ -8,13 +8,17 @@ one slot of the model: the memory backend or the frame encoder. ``AccelSpec.pars
                                        make_memory_backend=lambda n: NewestFrames(int(n)),
                                        check_setting=check_frames))
 
-Like model families (``effsam2.registry``), the table is filled when the declaring module is imported.
+Like model families (``effsam2.registry``), the table is filled when the declaring module is imported: in
+Python, import it before building; for the ``effsam2`` command, an installed package names the module in
+the ``effsam2.accelerations`` entry-point group (``[project.entry-points."effsam2.accelerations"]
+newest = "my_package.newest"``), which the command imports first.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 
 from effsam2.errors import Effsam2Error
 
@@ -72,3 +76,21 @@ def get_acceleration(name: str) -> Acceleration | None:
 
 def registered_names() -> tuple[str, ...]:
     return tuple(sorted(_ACCELERATIONS))
+
+
+ENTRY_POINT_GROUP = "effsam2.accelerations"
+
+
+def load_declared_accelerations() -> list[str]:
+    """Import the modules that installed packages declare in the ``effsam2.accelerations`` entry-point group
+    (each registers its accelerations on import); the ``effsam2`` command calls this first, so that
+    ``--accel name@3`` works from the shell. Returns the entry points' names."""
+    loaded = []
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            entry.load()
+        except Exception as err:  # noqa: BLE001 - a broken plugin is one line, not a traceback
+            raise Effsam2Error(f"cannot load the acceleration plugin {entry.name!r} ({entry.value}): "
+                               f"{type(err).__name__}: {err}") from None
+        loaded.append(entry.name)
+    return loaded

@@ -10,6 +10,7 @@ encoder; both are handed to the model at build time (sessions keep the router's 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 from effsam2.accel.plugins import get_acceleration, registered_names
@@ -144,7 +145,9 @@ def _declared_part(name: str, value: str | None, policy: str | None, text: str) 
         try:
             number = float(value)
         except ValueError:
-            raise Effsam2Error(f"{name}@{value}: the setting must be a number in {text!r}") from None
+            number = math.nan
+        if not math.isfinite(number):
+            raise Effsam2Error(f"{name}@{value}: the setting must be a finite number in {text!r}")
     try:
         get_acceleration(name).check(number)
     except Effsam2Error as err:

@@ -59,7 +59,15 @@ class WindowRouting:
         routing = model.frame_encoder
         if not routing.routes:
             return None
-        return routing if config is None else replace(routing, config=config)
+        if config is None or not isinstance(routing, WindowRouting):  # router settings are SWR's
+            return routing
+        return replace(routing, config=config)
+
+    def to(self, device: torch.device | str) -> WindowRouting:
+        """Move the trained shortcut with the model (``build_model`` calls this with the model's device)."""
+        if self.shortcut is not None:
+            self.shortcut.to(device)
+        return self
 
     def new_router(self) -> RouterState:
         return RouterState(self.config, self.fraction)
@@ -69,6 +77,4 @@ class WindowRouting:
                prompted: bool = False) -> tuple[FrameFeatures, WindowSelection]:
         """Encode (B, 3, S, S) images of the next frame with the windows the router picks."""
         selection = router.next_selection(self.grid, prompted=prompted)
-        if self.shortcut is not None:
-            self.shortcut.to(images.device)  # in place; a no-op once it is on the model's device
         return routed_encode(model, images, selection, self.shortcut), selection

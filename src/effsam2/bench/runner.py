@@ -2,8 +2,8 @@
 
 Every model's rows share one set of weights (a checkpoint, or tracking-ready random weights) and one set
 of decoded frames; the dense row of each (model, size, objects) is measured first as the baseline.
-An acceleration whose module is not part of this build gives a row with ``error`` set (and one line on
-stderr) instead of numbers.
+An acceleration the model cannot run (SWR without a Hiera trunk) gives a row with ``error`` set (and one
+line on stderr) instead of numbers.
 """
 
 from __future__ import annotations
@@ -94,7 +94,9 @@ def build_accel_model(name: str, image_size: int, spec: AccelSpec, state: dict,
     except ConfigError as err:
         raise AccelUnavailable(f"{spec.label} unavailable for {name}: {err}") from None
     model.load_state_dict(state, strict=True)
-    return model.to(device).eval()
+    model = model.to(device).eval()
+    model.frame_encoder.to(device)  # SWR's shortcut lives outside the module tree
+    return model
 
 
 def make_frame_encoder(model: SAM2Model) -> FrameEncoder:

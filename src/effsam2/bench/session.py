@@ -22,14 +22,12 @@ from typing import Protocol
 import torch
 
 from effsam2.bench.timer import TRACK_STEP, FrameTimer
-from effsam2.configs import TrackerConfig
 from effsam2.modeling.memory import MemoryEntry
 from effsam2.modeling.sam2_model import FrameFeatures, PointPrompt, SAM2Model
 from effsam2.modeling.tracker import (
     ObjectMemory,
     StepOutput,
-    memory_horizon,
-    pointer_horizon,
+    readable_horizon,
     track_objects,
     track_step,
 )
@@ -60,7 +58,7 @@ class DenseFrameEncoder:
 
     def encode(self, frame_idx: int, image: torch.Tensor,
                previous: Sequence[StepOutput] | None) -> FrameFeatures:
-        return self.model.encode_image(image)
+        return self.model.frame_encoder.encode(self.model, image, None)[0]
 
     def stats(self, warmup: int) -> dict:
         return {}
@@ -90,8 +88,9 @@ class RoutedFrameEncoder:
         if previous is not None:
             self.router.observe(previous)
         feats, selection = self.routing.encode(self.model, image, self.router, prompted=frame_idx == 0)
-        self.fractions.append(selection.fraction)
-        self.reasons.append(selection.reason)
+        if selection is not None:  # SWR says which windows ran; another routed encoder may not
+            self.fractions.append(selection.fraction)
+            self.reasons.append(selection.reason)
         return feats
 
     def stats(self, warmup: int) -> dict:
@@ -113,11 +112,6 @@ def spread_clicks(num_objects: int, image_size: int, device: torch.device | str 
         prompts.append(PointPrompt(torch.tensor([[[x, y]]], device=device),
                                    torch.ones(1, 1, dtype=torch.int32, device=device)))
     return prompts
-
-
-def readable_horizon(tc: TrackerConfig) -> int:
-    """How many frames back a forward step can read: memory slots (with stride) or object pointers."""
-    return max(memory_horizon(tc), pointer_horizon(tc))
 
 
 def drop_unreadable(non_cond: dict, frame_idx: int, horizon: int) -> None:

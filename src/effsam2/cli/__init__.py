@@ -15,6 +15,7 @@ import signal
 import sys
 import threading
 
+from effsam2.accel.plugins import load_declared_accelerations
 from effsam2.errors import Effsam2Error
 
 # Modules that provide a subcommand, in the order `effsam2 --help` lists them.
@@ -68,6 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        load_declared_accelerations()  # installed packages' own accelerations, for --accel
+    except Effsam2Error as err:
+        print(f"effsam2: error: {err}", file=sys.stderr)
+        return 2
     parser = build_parser()
     argv = join_negative_values(list(sys.argv[1:] if argv is None else argv))
     try:

@@ -51,8 +51,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--warmup", type=int, default=1, help="first frames of each pass not measured (default 1)")
     p.add_argument("--repeats", type=int, default=3, help="passes per row, the median is kept (default 3)")
     p.add_argument("--dtype", choices=["auto", *DTYPES], default="fp32",
-                   help="autocast dtype (default fp32, so that rows compare like with like; auto: bf16 on CUDA "
-                        "and on CPUs with native bf16)")
+                   help="autocast dtype of every row (default fp32, so that rows compare like with like; auto: bf16 "
+                        "on CUDA and on CPUs with native bf16, for every model, whatever its own choice for "
+                        "`track --dtype auto`)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the components (slow to compile, minutes on a CPU; raise --warmup)")
     add_device_option(p)

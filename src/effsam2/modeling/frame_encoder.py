@@ -21,6 +21,10 @@ class DenseFrameEncoder:
     def new_router(self) -> None:
         return None
 
+    def to(self, device: torch.device | str) -> DenseFrameEncoder:
+        """Move what the encoder holds besides the model (nothing here) to ``device``."""
+        return self
+
     def encode(self, model, images: torch.Tensor, router: None = None, *, prompted: bool = False):
         """(B, 3, S, S) normalised images -> (``FrameFeatures``, None: no window selection)."""
         return model.encode_image(images), None

@@ -25,7 +25,7 @@ class ObjectMemory:
     non_cond: dict[int, MemoryEntry] = field(default_factory=dict)
     # this bank's identity: memory backends key what they cache for it by it, so that two sessions (or two
     # objects) never share or evict each other's caches, even on one model and with equal object ids
-    owner: MemoryOwner = field(default_factory=MemoryOwner)
+    owner: MemoryOwner = field(default_factory=MemoryOwner, compare=False, repr=False)
 
     def get(self, frame_idx: int) -> MemoryEntry | None:
         entry = self.cond.get(frame_idx)
@@ -86,7 +86,12 @@ def memory_horizon(tc) -> int:
 
 def pointer_horizon(tc) -> int:
     """How many frames back the object pointers of a step reach."""
-    return tc.max_obj_ptrs_in_encoder - 1
+    return max(tc.max_obj_ptrs_in_encoder - 1, 0)
+
+
+def readable_horizon(tc) -> int:
+    """How many frames back a forward step reads anything of an entry (its memory or its pointer)."""
+    return max(memory_horizon(tc), pointer_horizon(tc))
 
 
 def gather_memory(model: SAM2Model, frame_idx: int, memory: ObjectMemory, num_frames: int | None,

@@ -103,6 +103,10 @@ class InferenceState:
             obj = self.objects[obj_id] = ObjectState(obj_id)
         return obj
 
+    def pending_is_cond(self, frame_idx: int) -> bool:
+        """Whether a prompt waiting on ``frame_idx`` (any object) makes it a conditioning frame."""
+        return any((p := o.pending.get(frame_idx)) is not None and p.is_cond for o in self.objects.values())
+
     # SAM 2 users read a few entries of the official state dict; keep those spellings working.
     def __getitem__(self, key: str):
         legacy = {"num_frames": self.num_frames, "video_height": self.video_height,

@@ -25,7 +25,7 @@ from effsam2.errors import VideoError
 from effsam2.io.convert import image_to_rgb, to_rgb_uint8
 from effsam2.io.frames import FrameIndexError, FrameSource
 from effsam2.modeling.sam2_model import SAM2Model
-from effsam2.modeling.tracker import memory_horizon, pointer_horizon
+from effsam2.modeling.tracker import memory_horizon, pointer_horizon, readable_horizon
 from effsam2.predictor.state import InferenceState
 from effsam2.predictor.video import VideoPredictor
 from effsam2.timing import NO_TIMER, SectionTimer
@@ -87,6 +87,7 @@ class StreamTracker:
         # how far back the next step reads: spatial memories and object pointers (the tracker's rule)
         self.memory_reach = memory_horizon(tc)
         self.pointer_reach = pointer_horizon(tc)
+        self.entry_reach = readable_horizon(tc)  # memory or pointer: beyond it nothing of an entry is read
 
     @property
     def frame_idx(self) -> int:
@@ -133,7 +134,7 @@ class StreamTracker:
         """Drop what no later step can read: old memories, old pointers, old per-frame records."""
         after = idx + 1  # the next step
         for obj in self.state.objects.values():
-            for t in [t for t in obj.memory.non_cond if after - t > self.pointer_reach]:
+            for t in [t for t in obj.memory.non_cond if after - t > self.entry_reach]:
                 del obj.memory.non_cond[t]
             for t, entry in obj.memory.non_cond.items():
                 if after - t > self.memory_reach:  # only its object pointer is still read

@@ -86,9 +86,16 @@ class VideoPredictor:
         feats = state.features.get(frame_idx)
         if feats is None:
             with self.timer.section(IMAGE_ENCODER), self.autocast():
-                feats = self.model.encode_image(self._image(state, frame_idx))
+                feats = self._dense_encode(self._image(state, frame_idx))
             state.features.put(frame_idx, feats)
         return feats
+
+    def _dense_encode(self, images: torch.Tensor) -> FrameFeatures:
+        """Cached features: the full encoding for a routed model, else the model's own frame encoder."""
+        encoder = self.model.frame_encoder
+        if encoder.routes:
+            return self.model.encode_image(images)
+        return encoder.encode(self.model, images, None)[0]
 
     def autocast(self):
         """The autocast context of this predictor's model calls (bf16, or nothing for fp32)."""
@@ -169,8 +176,7 @@ class VideoPredictor:
 
     @staticmethod
     def _forget_routing(state: InferenceState) -> None:
-        """After a new prompt the next routed frame runs every window (the router has not seen the prompt)."""
-        if state.router is not None:
+        if state.router is not None:  # after a new prompt the next routed frame runs every window
             state.router.reset()
 
     def _prompt_kind(self, obj: ObjectState, frame_idx: int) -> tuple[bool, bool, bool]:
@@ -194,7 +200,7 @@ class VideoPredictor:
             obj.frames_tracked.pop(frame_idx, None)
         if not need_output:
             return None
-        return frame_idx, state.obj_ids, self._consolidated_masks(state, frame_idx, _pending_is_cond(state, frame_idx))
+        return frame_idx, state.obj_ids, self._consolidated_masks(state, frame_idx, state.pending_is_cond(frame_idx))
 
     @torch.inference_mode()
     def remove_object(self, state: InferenceState, obj_id: int, strict: bool = False, need_output: bool = True):
@@ -212,7 +218,7 @@ class VideoPredictor:
         updated = []
         if need_output:
             for frame_idx in prompted:
-                updated.append((frame_idx, self._consolidated_masks(state, frame_idx, _pending_is_cond(state, frame_idx))))
+                updated.append((frame_idx, self._consolidated_masks(state, frame_idx, state.pending_is_cond(frame_idx))))
         return state.obj_ids, updated
 
     # ---- propagation --------------------------------------------------------------------------------
@@ -390,8 +396,3 @@ class VideoPredictor:
         winner = torch.argmax(masks, dim=0, keepdim=True)
         keep = winner == torch.arange(masks.size(0), device=masks.device)[:, None, None, None]
         return torch.where(keep, masks, torch.clamp(masks, max=-10.0))
-
-
-def _pending_is_cond(state: InferenceState, frame_idx: int) -> bool:
-    """Whether a prompt waiting on ``frame_idx`` (any object) makes it a conditioning frame."""
-    return any((p := o.pending.get(frame_idx)) is not None and p.is_cond for o in state.objects.values())
