@@ -174,7 +174,8 @@ def declared():
 def test_a_declared_acceleration_is_a_name_with_a_checked_setting(declared, cows, dense):
     spec = AccelSpec.parse("newest@7+skipstill")
     assert spec.label == "newest+skipstill" and spec.description == "newest@7+skipstill" and not spec.is_dense
-    for bad, why in (("newest@0", "whole number of frames"), ("newest@x", "must be a finite number"), ("newest@nan", "finite"),
+    for bad, why in (("newest@0", "whole number of frames"), ("newest@x", "must be a finite number"),
+                     ("newest@nan", "finite"),
                      ("pool+newest@2", "both replace the memory backend"), ("swr+skipstill", "both replace"),
                      ("skipstill@1", "takes no setting"), ("nothing", "unknown acceleration 'nothing'.*newest")):
         with pytest.raises(Effsam2Error, match=why):

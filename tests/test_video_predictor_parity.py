@@ -160,7 +160,8 @@ def test_bf16_matches_official_under_the_same_autocast(predictors, jpeg_folder):
 
     ours_err, official_err = mean_abs(our_bf16, ref_bf16), mean_abs(ref_bf16, ref_fp32)
     assert official_err > 0
-    assert ours_err <= 1.25 * official_err, f"ours vs official bf16 {ours_err:.4f}, official bf16 vs fp32 {official_err:.4f}"
+    assert ours_err <= 1.25 * official_err, \
+        f"ours vs official bf16 {ours_err:.4f}, official bf16 vs fp32 {official_err:.4f}"
     # and ours is the bf16 computation: nearer the official bf16 run than the official fp32 run
     assert ours_err < mean_abs(our_bf16, ref_fp32), f"ours vs official bf16 {ours_err:.4f}"
     for f, (a, b) in enumerate(zip(our_bf16, ref_bf16)):

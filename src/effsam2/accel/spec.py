@@ -3,7 +3,8 @@
 Each '+'-joined part may carry its setting: ``pool@4`` (window), ``pool-sdpa@4``, ``smr@0.9`` (sparsity),
 ``smr@0.95:random`` (sparsity and token-selection policy: topk, random or uniform). A setting in the text
 wins over the same option passed as a keyword. Names declared through ``effsam2.accel.plugins`` are
-accepted too, with their own setting (``newest@2``) and range check. A spec is plain data. ``make_memory_backend`` turns its memory part into the backend object that the
+accepted too, with their own setting (``newest@2``) and range check. A spec is plain data.
+``make_memory_backend`` turns its memory part into the backend object that the
 model's memory attention uses, ``make_frame_encoder`` its window-routing part (SWR) into the model's frame
 encoder; both are handed to the model at build time (sessions keep the router's state).
 """

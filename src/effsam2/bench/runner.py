@@ -266,7 +266,8 @@ class Runner:
             prepared.stats = lambda: window_stats(prepared.passes[-1].window_fractions, self.opt.warmup)
             return prepared
         encoder = make_frame_encoder(model)
-        return Prepared(record, lambda r: iter_pass(model, clip.images, prompts, encoder, self._timer(), context), lambda: encoder.stats(self.opt.warmup))
+        return Prepared(record, lambda r: iter_pass(model, clip.images, prompts, encoder, self._timer(), context),
+                        lambda: encoder.stats(self.opt.warmup))
 
     def _timer(self) -> FrameTimer:
         return FrameTimer(sync=_sync_for(self.device), cpu_clock=time.process_time)

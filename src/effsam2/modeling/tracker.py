@@ -180,7 +180,8 @@ def track_step(model: SAM2Model, frame_idx: int, feats: FrameFeatures, memory: O
                is_init_cond_frame: bool, points: PointPrompt | None = None,
                mask_inputs: torch.Tensor | None = None, num_frames: int | None = None, reverse: bool = False,
                run_mem_encoder: bool = True, prev_sam_mask_logits: torch.Tensor | None = None,
-               return_token_attention: bool = False, memory_dtype: torch.dtype = torch.bfloat16, timer: SectionTimer = NO_TIMER) -> StepOutput:
+               return_token_attention: bool = False, memory_dtype: torch.dtype = torch.bfloat16,
+               timer: SectionTimer = NO_TIMER) -> StepOutput:
     """Segment B objects on one frame from prompts and/or memory; optionally encode the new memory.
 
     ``mask_inputs`` (B, 1, S, S) is used directly as the output (official behaviour); otherwise the
