@@ -49,7 +49,7 @@ def explain_dtype(name: str, device: torch.device | str,
     if device.type not in ("cuda", "cpu"):
         return "fp32", f"auto: fp32 on {device.type}"
     if device.type not in bf16_auto:
-        return "fp32", f"auto: this model runs fp32 on {device.type} (its ModelConfig.bf16_auto)"
+        return "fp32", f"auto: this model runs fp32 on {device.type}, see its ModelConfig.bf16_auto"
     if device.type == "cuda":
         return "bf16", "auto: CUDA"
     if cpu_has_native_bf16():
