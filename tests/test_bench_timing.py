@@ -219,10 +219,10 @@ class FakeRouting:
 
 
 def test_routed_encoder_routes_from_the_previous_frame_and_resets_per_pass():
-    from effsam2.bench.session import RoutedFrameEncoder
+    from effsam2.bench.session import RoutedPassEncoder
 
     routing = FakeRouting()
-    encoder = RoutedFrameEncoder(model=None, routing=routing)
+    encoder = RoutedPassEncoder(model=None, routing=routing)
     assert encoder.wants_token_attention
     for _ in range(2):  # two passes
         assert encoder.encode(0, "img0", None) == "features"

@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 import effsam2
 import effsam2.registry
@@ -21,6 +19,7 @@ from effsam2.errors import Effsam2Error
 from effsam2.modeling.frame_encoder import DenseFrameEncoder
 from effsam2.modeling.memory_attention import DenseMemoryBackend
 from effsam2.predictor.video import VideoPredictor
+from tests.helpers.davis import first_frames
 
 
 class NewestFramesOnly(DenseMemoryBackend):
@@ -91,10 +90,7 @@ class BlurredFrames(DenseFrameEncoder):
 
 @pytest.fixture(scope="module")
 def cows(davis_dir):
-    root = davis_dir / "JPEGImages" / "480p" / "cows"
-    frames = [np.array(Image.open(p).convert("RGB")) for p in sorted(root.glob("*.jpg"))[:9]]
-    mask = np.array(Image.open(davis_dir / "Annotations" / "480p" / "cows" / "00000.png")) > 0
-    return frames, mask
+    return first_frames(davis_dir, "cows", 9)
 
 
 def track(model, frames, mask):

@@ -3,15 +3,14 @@ the official predictor under the same autocast, and agrees with fp32; fp32 stays
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from effsam2.build import build_model
 from effsam2.dtypes import cpu_has_native_bf16, explain_dtype, resolve_dtype
 from effsam2.errors import Effsam2Error
 from effsam2.predictor.video import VideoPredictor
+from tests.helpers.davis import first_frames
 
 AMX = "processor\t: 0\nflags\t\t: fpu sse2 avx512f amx_bf16 amx_tile\n"
 ZEN4 = "processor\t: 0\nflags\t\t: fpu sse2 avx512f avx512_bf16\n"
@@ -38,10 +37,7 @@ def test_auto_follows_device_cpu_and_model():
 
 @pytest.fixture(scope="module")
 def cows(davis_dir):
-    root = davis_dir / "JPEGImages" / "480p" / "cows"
-    frames = [np.array(Image.open(p).convert("RGB")) for p in sorted(root.glob("*.jpg"))[:5]]
-    mask = np.array(Image.open(davis_dir / "Annotations" / "480p" / "cows" / "00000.png")) > 0
-    return frames, mask
+    return first_frames(davis_dir, "cows", 5)
 
 
 def _track(model, frames, mask, dtype=None):

@@ -138,15 +138,11 @@ def test_pool_once_equals_pool_at_read(etam, size: int, window: int, form: str, 
 def test_two_sessions_on_one_model_keep_their_own_pooled_caches(davis_dir):
     """Backend caches are keyed by each session's bank, not by object id: tracking object 1 in another
     session in between does not evict this session's caches (before, both were "object 1" on the model)."""
-    import numpy as np
-    from PIL import Image
-
     import effsam2
     from effsam2.predictor.video import VideoPredictor
+    from tests.helpers.davis import first_frames
 
-    root = davis_dir / "JPEGImages" / "480p" / "cows"
-    frames = [np.array(Image.open(p).convert("RGB")) for p in sorted(root.glob("*.jpg"))[:5]]
-    mask = np.array(Image.open(davis_dir / "Annotations" / "480p" / "cows" / "00000.png")) > 0
+    frames, mask = first_frames(davis_dir, "cows", 5)
     model = effsam2.build_model(accel="pool")
     predictor = VideoPredictor(model)
     states = [predictor.init_state(frames), predictor.init_state(frames[::-1])]

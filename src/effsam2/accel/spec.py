@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from effsam2.accel.plugins import get_acceleration, registered_names
+from effsam2.accel.plugins import Acceleration, get_acceleration, registered_names
 from effsam2.accel.pooled_memory import make_pooled_backend
 from effsam2.accel.sparse_memory import make_sparse_backend
 from effsam2.accel.swr import WindowRouting
@@ -191,12 +191,20 @@ def _part_settings(name: str, value: str | None, policy: str | None, text: str) 
     return out
 
 
-def make_memory_backend(spec: AccelSpec):
-    """The memory-attention backend for a spec (dense when it asks for no memory acceleration)."""
+def _declared(spec: AccelSpec) -> list[tuple[Acceleration, float | None]]:
+    """The declared accelerations of a spec with their settings (each must still be registered)."""
+    out = []
     for name, value in spec.extra:
         declared = get_acceleration(name)
         if declared is None:
             raise Effsam2Error(f"acceleration {name!r} is no longer registered")
+        out.append((declared, value))
+    return out
+
+
+def make_memory_backend(spec: AccelSpec):
+    """The memory-attention backend for a spec (dense when it asks for no memory acceleration)."""
+    for declared, value in _declared(spec):
         if declared.make_memory_backend is not None:
             return declared.make_memory_backend(value)
     if spec.smr:
@@ -208,10 +216,7 @@ def make_memory_backend(spec: AccelSpec):
 
 def make_frame_encoder(spec: AccelSpec, config):
     """The frame encoder for a spec: SWR's routed encoder, a declared one, or the dense one."""
-    for name, value in spec.extra:
-        declared = get_acceleration(name)
-        if declared is None:
-            raise Effsam2Error(f"acceleration {name!r} is no longer registered")
+    for declared, value in _declared(spec):
         if declared.make_frame_encoder is not None:
             return declared.make_frame_encoder(value, config)
     if spec.swr:

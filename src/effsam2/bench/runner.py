@@ -33,11 +33,11 @@ from effsam2.bench.records import (
     summarise_timings,
 )
 from effsam2.bench.session import (
-    DenseFrameEncoder,
-    FrameEncoder,
+    DensePassEncoder,
+    PassEncoder,
     PassResult,
     PassSteps,
-    RoutedFrameEncoder,
+    RoutedPassEncoder,
     drain,
     iter_pass,
     spread_clicks,
@@ -99,11 +99,11 @@ def build_accel_model(name: str, image_size: int, spec: AccelSpec, state: dict,
     return model
 
 
-def make_frame_encoder(model: SAM2Model) -> FrameEncoder:
+def make_frame_encoder(model: SAM2Model) -> PassEncoder:
     """The timed wrapper of the model's own frame encoder: dense, or SWR's routed one."""
     if not model.frame_encoder.routes:
-        return DenseFrameEncoder(model)
-    return RoutedFrameEncoder(model, model.frame_encoder)
+        return DensePassEncoder(model)
+    return RoutedPassEncoder(model, model.frame_encoder)
 
 
 def compile_components(model: SAM2Model) -> None:

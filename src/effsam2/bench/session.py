@@ -6,9 +6,9 @@ frame and one batched ``track_objects`` for all objects on the others, as the ``
 times its ``memory_attention``, ``mask_decoder`` and ``memory_encoder`` sections), storing each step's memory
 as the official predictor does (bf16), bounded to what the tracker can still read.
 
-The frame encoder is a strategy object: dense encodes the whole frame; a routed encoder (SWR) also sees
-the previous frame's step outputs to choose its windows, and may ask the decoder for its token->image
-attention.
+Frames are encoded by the model's own frame encoder (``model.frame_encoder``) through a ``PassEncoder``,
+the benchmark's adapter: ``DensePassEncoder`` for an encoder without a router, ``RoutedPassEncoder`` (SWR)
+which also feeds it the previous frame's step outputs and records the windows it ran.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from effsam2.modeling.tracker import (
 from effsam2.timing import IMAGE_ENCODER
 
 
-class FrameEncoder(Protocol):
+class PassEncoder(Protocol):
     """Turns one (1, 3, S, S) frame into features; ``previous`` holds the last frame's outputs per object.
 
     ``stats(warmup)`` describes the last pass's measured frames for the record (e.g. windows routed).
@@ -48,7 +48,7 @@ class FrameEncoder(Protocol):
     def stats(self, warmup: int) -> dict: ...
 
 
-class DenseFrameEncoder:
+class DensePassEncoder:
     """The whole image through the whole encoder (every window, every block)."""
 
     wants_token_attention = False
@@ -64,7 +64,7 @@ class DenseFrameEncoder:
         return {}
 
 
-class RoutedFrameEncoder:
+class RoutedPassEncoder:
     """SWR: stage 3 runs only the windows picked from the previous frame's outputs (all on frame 0).
 
     ``routing`` is an ``effsam2.accel.swr.WindowRouting``. Picking the windows (dilating the previous
@@ -153,7 +153,7 @@ def drain(steps: PassSteps) -> PassResult:
 
 
 def iter_pass(model: SAM2Model, images: Sequence[torch.Tensor], prompts: Sequence[PointPrompt],
-              encoder: FrameEncoder, timer: FrameTimer,
+              encoder: PassEncoder, timer: FrameTimer,
               context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext) -> PassSteps:
     """Track ``len(prompts)`` objects through ``images`` (each (1, 3, S, S) on the model's device).
 
