@@ -220,3 +220,23 @@ def test_an_installed_package_declares_its_acceleration_through_an_entry_point(t
     (info / "entry_points.txt").write_text("[effsam2.accelerations]\nbroken = no_such_module_here\n")
     with pytest.raises(Effsam2Error, match="cannot load the acceleration plugin 'broken'"):
         load_declared_accelerations()
+
+
+def test_builtin_accelerations_declare_themselves():
+    """The built-ins are declared in their own modules; the spec parser uses exactly those declarations."""
+    from effsam2.accel import plugins, pooled_memory, sparse_memory, spec, swr
+
+    assert set(spec.KNOWN) == set(plugins.BUILTIN_NAMES)
+    assert spec.BUILTINS == {"pool": pooled_memory.POOL, "pool-sdpa": pooled_memory.POOL_SDPA,
+                             "smr": sparse_memory.SMR, "swr": swr.SWR}
+    for text, field, value, check in (("pool@3", "pool_window", 3, pooled_memory.check_pool_window),
+                                      ("smr@1.5", "smr_sparsity", 1.5, sparse_memory.check_sparsity),
+                                      ("smr:best", "smr_policy", "best", sparse_memory.check_policy)):
+        with pytest.raises(Effsam2Error) as from_parse:
+            AccelSpec.parse(text)
+        with pytest.raises(Effsam2Error) as from_check:
+            check(value)
+        assert str(from_parse.value) == str(from_check.value)
+    with pytest.raises(Effsam2Error, match="fraction"):
+        AccelSpec.parse("swr", swr_fraction=1.5)
+    assert AccelSpec.parse("pool@4+smr@0.5:random").description == "pool@4+smr@0.5:random"

@@ -115,3 +115,32 @@ def test_cli_errors(capsys, checkpoint, videos_dir, tmp_path):
     if not torch.cuda.is_available():
         one_line_error(capsys, cli_args(checkpoint, video, out, "--device", "cuda"), "CUDA is not available")
     assert not out.exists()
+
+
+def test_tracking_step_on_given_conditioned_features_equals_the_plain_step(davis_dir):
+    """The trainer hands the memory-conditioned features it already computed to ``track_step(conditioned=)``;
+    that step must be the plain tracking step (the trainer's dense pass is the predictor's)."""
+    import numpy as np
+    from PIL import Image
+
+    from effsam2.modeling.tracker import ObjectMemory, condition_on_memory, track_step
+    from effsam2.train.vos_step import encode_clip, normalise
+
+    model = build_model()  # the default model: trained weights, real masks
+    size = model.config.image_size
+    paths = sorted((davis_dir / "JPEGImages" / "480p" / "dog").glob("*.jpg"))[:2]
+    frames = torch.stack([torch.from_numpy(np.array(Image.open(p).convert("RGB").resize((size, size))))
+                          .permute(2, 0, 1).float() / 255 for p in paths])
+    mask = np.asarray(Image.open(davis_dir / "Annotations" / "480p" / "dog" / "00000.png").resize((size, size)))
+    feats = encode_clip(model, normalise(frames)[:, None])
+    memory = ObjectMemory()
+    with torch.no_grad():
+        memory.cond[0] = track_step(model, 0, feats[0], memory, is_init_cond_frame=True, num_frames=2,
+                                    mask_inputs=torch.from_numpy(mask > 0).float()[None, None]).entry
+        plain = track_step(model, 1, feats[1], memory, is_init_cond_frame=False, num_frames=2)
+        pix = condition_on_memory(model, 1, False, feats[1], memory, 2, False)
+        given = track_step(model, 1, feats[1], memory, is_init_cond_frame=False, num_frames=2, conditioned=pix)
+    assert 0.01 < (plain.high_res_masks > 0).float().mean().item() < 0.5  # the dog, not degenerate
+    assert torch.equal(plain.high_res_masks, given.high_res_masks)
+    assert torch.equal(plain.entry.maskmem_features, given.entry.maskmem_features)
+    assert torch.equal(plain.entry.obj_ptr, given.entry.obj_ptr)

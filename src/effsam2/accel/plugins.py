@@ -1,4 +1,11 @@
-"""Accelerations declared outside effsam2's built-in ones (pool, pool-sdpa, smr, swr).
+"""How an acceleration declares itself: the built-in ones (pool, pool-sdpa, smr, swr) and those from outside.
+
+A built-in acceleration's module declares a :class:`BuiltinAcceleration` (its name, its slot, the spec field
+its ``@`` setting sets and the range check of every field it owns); ``accel.spec`` parses and validates
+specs from those declarations alone. The built-ins combine with each other (``pool+smr`` reads pooled whole
+frames), so ``accel.spec`` makes their strategies from the whole spec.
+
+An acceleration from outside registers an :class:`Acceleration`:
 
 Each registers its name, what its ``@`` setting means (with its range check) and the strategy it makes for
 one slot of the model: the memory backend or the frame encoder. ``AccelSpec.parse("name@3")``, and with it
@@ -16,8 +23,8 @@ newest = "my_package.newest"``), which the command imports first.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 
 from effsam2.errors import Effsam2Error
@@ -31,6 +38,24 @@ def no_setting(name: str) -> Callable[[float | None], None]:
         if value is not None:
             raise Effsam2Error(f"{name} takes no setting ('@{value:g}')")
     return check
+
+
+@dataclass(frozen=True)
+class BuiltinAcceleration:
+    """One built-in acceleration, declared in its own module.
+
+    ``setting`` is the ``AccelSpec`` field its ``@`` number sets (None: it takes none), ``convert`` turns that
+    number into the field's value (raising ``Effsam2Error``, one line, for a malformed one), ``checks`` maps each
+    ``AccelSpec`` field it owns to that field's range check, and ``policy`` is the field a ``:name`` suffix sets.
+    """
+
+    name: str
+    description: str
+    slot: str  # "memory" (the memory backend) or "frame" (the frame encoder)
+    setting: str | None = None
+    convert: Callable[[float], object] = float
+    checks: Mapping[str, Callable[[object], None]] = field(default_factory=dict)
+    policy: str | None = None
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from effsam2.accel.plugins import BuiltinAcceleration
+from effsam2.errors import Effsam2Error
 from effsam2.modeling.attention import Attention
 from effsam2.modeling.memory import MemoryEntry, MemoryFrame, MemoryReadout
 from effsam2.modeling.memory_attention import DenseMemoryBackend, KeyValues
@@ -59,6 +61,26 @@ from effsam2.modeling.position import apply_rope
 FORMS = ("exact", "sdpa")
 ENGAGE = ("official", "always")
 WINDOWS = (1, 2, 4)
+
+
+def pool_window(number: float) -> int:
+    """The ``@`` setting of pool / pool-sdpa: the window side."""
+    if number != int(number):
+        raise Effsam2Error(f"the pool window must be one of {', '.join(map(str, WINDOWS))}, got {number:g}")
+    return int(number)
+
+
+def check_pool_window(window: int) -> None:
+    if window not in WINDOWS:
+        raise Effsam2Error(f"pool window must be one of {', '.join(map(str, WINDOWS))}, got {window}")
+
+
+POOL = BuiltinAcceleration(
+    "pool", "memory cross-attention on 2x2 (or 4x4) pooled memory keys and values, exact (EfficientTAM)",
+    slot="memory", setting="pool_window", convert=pool_window, checks={"pool_window": check_pool_window})
+POOL_SDPA = BuiltinAcceleration(
+    "pool-sdpa", "the same in EfficientTAM's fused form (bias folded into the keys, one SDPA call)",
+    slot="memory", setting="pool_window", convert=pool_window, checks={"pool_window": check_pool_window})
 
 
 def cell_counts(grid: tuple[int, int], window: int, device: torch.device | None = None) -> torch.Tensor:

@@ -40,8 +40,10 @@ from dataclasses import dataclass, field
 
 import torch
 
+from effsam2.accel.plugins import BuiltinAcceleration
 from effsam2.accel.pooled_memory import make_pooled_backend
 from effsam2.accel.smr_policy import RandomSelection, TopKSaliency, UniformSelection
+from effsam2.errors import Effsam2Error
 from effsam2.modeling.attention import Attention
 from effsam2.modeling.memory import MemoryEntry, MemoryFrame, MemoryReadout
 from effsam2.modeling.memory_attention import (
@@ -224,6 +226,26 @@ def _retire(entry: MemoryEntry, pattern: FramePattern, compact: bool) -> None:
     entry.token_index = union
 
 
+# token-selection policies by name: the paper's top-k of the first-recall saliency, and its ablations
+POLICIES = {"topk": TopKSaliency, "random": RandomSelection, "uniform": UniformSelection}
+
+
+def check_sparsity(sparsity: float) -> None:
+    if not 0.0 <= sparsity < 1.0:
+        raise Effsam2Error(f"SMR sparsity must be in [0, 1), got {sparsity:g}")
+
+
+def check_policy(name: str) -> None:
+    if name not in POLICIES:
+        raise Effsam2Error(f"unknown SMR policy {name!r}; known: {', '.join(POLICIES)}")
+
+
+SMR = BuiltinAcceleration(
+    "smr", "Sparse Memory Retrieval: each memory frame's salient tokens, picked at its first recall, reused",
+    slot="memory", setting="smr_sparsity", checks={"smr_sparsity": check_sparsity, "smr_policy": check_policy},
+    policy="smr_policy")
+
+
 def make_sparse_backend(spec) -> DenseMemoryBackend:
     """The SMR backend for an :class:`~effsam2.accel.spec.AccelSpec` (with pooled whole frames for ``pool+smr``).
 
@@ -241,5 +263,4 @@ def make_sparse_backend(spec) -> DenseMemoryBackend:
 
 def smr_policy(name: str, sparsity: float):
     """The policy object of an :class:`~effsam2.accel.spec.AccelSpec` ``smr_policy`` name."""
-    policies = {"topk": TopKSaliency, "random": RandomSelection, "uniform": UniformSelection}
-    return policies[name](sparsity)
+    return POLICIES[name](sparsity)

@@ -14,24 +14,26 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from effsam2.accel.plugins import Acceleration, get_acceleration, registered_names
+from effsam2.accel.plugins import Acceleration, BuiltinAcceleration, get_acceleration, registered_names
+from effsam2.accel.pooled_memory import POOL as POOL_DECLARATION
+from effsam2.accel.pooled_memory import POOL_SDPA as POOL_SDPA_DECLARATION
 from effsam2.accel.pooled_memory import make_pooled_backend
+from effsam2.accel.sparse_memory import POLICIES as SMR_POLICY_CLASSES
+from effsam2.accel.sparse_memory import SMR as SMR_DECLARATION
 from effsam2.accel.sparse_memory import make_sparse_backend
+from effsam2.accel.swr import SWR as SWR_DECLARATION
 from effsam2.accel.swr import WindowRouting
 from effsam2.errors import Effsam2Error
 from effsam2.modeling.frame_encoder import DenseFrameEncoder
 from effsam2.modeling.memory_attention import DenseMemoryBackend
 
-# Names accepted in a spec, joined with '+'.
-POOL = "pool"  # EfficientTAM pooled memory attention, exact form (ln(window area) logit bias)
-POOL_SDPA = "pool-sdpa"  # EfficientTAM's fused form (bias added to the key vectors, then SDPA)
-SMR = "smr"  # Sparse Memory Retrieval
-SWR = "swr"  # Sparse Window Routing
+# The built-in accelerations, each declared in its own module (name, slot, '@' setting, range checks).
+BUILTINS: dict[str, BuiltinAcceleration] = {
+    d.name: d for d in (POOL_DECLARATION, POOL_SDPA_DECLARATION, SMR_DECLARATION, SWR_DECLARATION)}
+POOL, POOL_SDPA, SMR, SWR = (d.name for d in BUILTINS.values())
 DENSE = "dense"
-KNOWN = (DENSE, POOL, POOL_SDPA, SMR, SWR)
-# SMR token-selection policies (effsam2.accel.smr_policy): the official top-k of the first-recall saliency,
-# and the paper's ablations
-SMR_POLICIES = ("topk", "random", "uniform")
+KNOWN = (DENSE, *BUILTINS)
+SMR_POLICIES = tuple(SMR_POLICY_CLASSES)
 
 
 @dataclass(frozen=True)
@@ -58,8 +60,10 @@ class AccelSpec:
         for raw in (p.strip().lower() for p in (text or DENSE).split("+") if p.strip()):
             name, value, policy = _split_part(raw, text)
             parts.append(name)
-            if name in KNOWN:
-                settings.update(_part_settings(name, value, policy, text))
+            if name == DENSE:
+                settings.update(_part_settings(None, name, value, policy, text))
+            elif name in BUILTINS:
+                settings.update(_part_settings(BUILTINS[name], name, value, policy, text))
             elif get_acceleration(name) is not None:
                 extra.append(_declared_part(name, value, policy, text))
             else:
@@ -81,14 +85,13 @@ class AccelSpec:
         return spec
 
     def validate(self) -> None:
-        if self.pool_window not in (1, 2, 4):
-            raise Effsam2Error(f"pool window must be 1, 2 or 4, got {self.pool_window}")
-        if not 0.0 <= self.smr_sparsity < 1.0:
-            raise Effsam2Error(f"SMR sparsity must be in [0, 1), got {self.smr_sparsity}")
-        if self.smr_policy not in SMR_POLICIES:
-            raise Effsam2Error(f"unknown SMR policy {self.smr_policy!r}; known: {', '.join(SMR_POLICIES)}")
-        if self.swr_fraction is not None and not 0.0 < self.swr_fraction <= 1.0:
-            raise Effsam2Error(f"SWR window fraction must be in (0, 1], got {self.swr_fraction}")
+        """Each built-in acceleration's range checks on the fields it owns (one line on a bad value)."""
+        checked = set()
+        for declaration in BUILTINS.values():
+            for name, check in declaration.checks.items():
+                if name not in checked:
+                    check(getattr(self, name))
+                    checked.add(name)
 
     @property
     def is_dense(self) -> bool:
@@ -158,7 +161,10 @@ def _declared_part(name: str, value: str | None, policy: str | None, text: str) 
 
 def _check_slots(parts: list[str], extra: list[tuple[str, float | None]], text: str) -> None:
     """A declared acceleration fills one slot of the model alone: no other acceleration of that slot."""
-    taken = {"memory": [p for p in parts if p in (POOL, POOL_SDPA, SMR)], "frame": [p for p in parts if p == SWR]}
+    taken: dict[str, list[str]] = {"memory": [], "frame": []}
+    for name in parts:
+        if name in BUILTINS:
+            taken[BUILTINS[name].slot].append(name)
     for name, _ in extra:
         slot = get_acceleration(name).slot
         if taken[slot]:
@@ -167,27 +173,27 @@ def _check_slots(parts: list[str], extra: list[tuple[str, float | None]], text: 
         taken[slot].append(name)
 
 
-def _part_settings(name: str, value: str | None, policy: str | None, text: str) -> dict:
-    """The settings one part of a spec sets, checked."""
+def _part_settings(declaration: BuiltinAcceleration | None, name: str, value: str | None, policy: str | None,
+                   text: str) -> dict:
+    """The settings one built-in part of a spec sets (``declaration`` None: 'dense'), converted by its
+    declaration; their range checks run in :meth:`AccelSpec.validate`."""
     out: dict = {}
     if policy is not None:
-        if name != SMR:
+        if declaration is None or declaration.policy is None:
             raise Effsam2Error(f"only smr takes a policy (':{policy}') in {text!r}")
-        out["smr_policy"] = policy
+        out[declaration.policy] = policy
     if value is None:
         return out
+    if declaration is None or declaration.setting is None:
+        raise Effsam2Error(f"{name} takes no setting ('@{value}') in {text!r}")
     try:
         number = float(value)
     except ValueError:
         raise Effsam2Error(f"{name}@{value}: the setting must be a number in {text!r}") from None
-    if name in (POOL, POOL_SDPA):
-        if number != int(number):
-            raise Effsam2Error(f"{name}@{value}: the pool window must be 1, 2 or 4 in {text!r}")
-        out["pool_window"] = int(number)
-    elif name == SMR:
-        out["smr_sparsity"] = number
-    else:
-        raise Effsam2Error(f"{name} takes no setting ('@{value}') in {text!r}")
+    try:
+        out[declaration.setting] = declaration.convert(number)
+    except Effsam2Error as err:
+        raise Effsam2Error(f"{name}@{value}: {err} in {text!r}") from None
     return out
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
+from effsam2.accel.plugins import BuiltinAcceleration
 from effsam2.accel.routed_hiera import routed_encode
 from effsam2.accel.shortcut import load_shortcut
 from effsam2.accel.window_routing import (
@@ -30,7 +31,18 @@ from effsam2.accel.window_routing import (
     WindowSelection,
 )
 from effsam2.configs import ModelConfig
+from effsam2.errors import Effsam2Error
 from effsam2.modeling.sam2_model import FrameFeatures, SAM2Model
+
+
+def check_fraction(fraction: float | None) -> None:
+    if fraction is not None and not 0.0 < fraction <= 1.0:
+        raise Effsam2Error(f"SWR window fraction must be in (0, 1], got {fraction:g}")
+
+
+SWR = BuiltinAcceleration(
+    "swr", "Sparse Window Routing: Hiera stage-3 windows holding an object get the full blocks, others a shortcut",
+    slot="frame", checks={"swr_fraction": check_fraction})
 
 
 @dataclass

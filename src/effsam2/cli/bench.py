@@ -19,7 +19,7 @@ from effsam2.bench.official import official_available
 from effsam2.bench.report import check_plotting, markdown_table, write_json, write_markdown, write_plot
 from effsam2.bench.runner import DTYPES, BenchOptions, Runner
 from effsam2.cli.devices import check_device
-from effsam2.cli.model_args import add_accel_setting_options, add_device_option
+from effsam2.cli.model_args import add_model_list_options
 from effsam2.dtypes import resolve_dtype
 from effsam2.errors import CheckpointError, Effsam2Error, VideoError
 from effsam2.registry import get_config, resolve_name
@@ -34,29 +34,15 @@ def add_parser(subparsers) -> None:
         description="Track objects through the first frames of a real clip and time each component per "
                     "frame, for every model x acceleration x image size x object count, with the dense model "
                     "as the baseline of each row.")
-    p.add_argument("--model", action="append", help=f"model name, repeatable (default {DEFAULT_MODEL})")
-    p.add_argument("--checkpoint", action="append", default=[],
-                   help="official checkpoint, as PATH (one model) or MODEL=PATH, repeatable; "
-                        "default: random weights made to track (timings do not need trained weights)")
-    p.add_argument("--image-size", action="append", default=[],
-                   help="input size(s), repeatable or comma list, multiples of 32 (default: the model's own)")
-    p.add_argument("--accel", action="append", default=[],
-                   help="comma list of specs: dense, pool, pool-sdpa, smr, swr or '+' combinations "
-                        "(e.g. swr+smr); dense is always measured as the baseline")
-    add_accel_setting_options(p)
+    add_model_list_options(p, default_model=DEFAULT_MODEL, dtypes=DTYPES)
     p.add_argument("--swr-fraction", type=float,
                    help="benchmark only: route this fraction of stage-3 windows on every frame")
     p.add_argument("--objects", action="append", default=[], help="object counts, comma list (default 1)")
     p.add_argument("--frames", type=int, default=8, help="frames per pass, frame 0 is prompted (default 8)")
     p.add_argument("--warmup", type=int, default=1, help="first frames of each pass not measured (default 1)")
     p.add_argument("--repeats", type=int, default=3, help="passes per row, the median is kept (default 3)")
-    p.add_argument("--dtype", choices=["auto", *DTYPES], default="fp32",
-                   help="autocast dtype of every row (default fp32, so that rows compare like with like; auto: bf16 "
-                        "on CUDA and on CPUs with native bf16, for every model, whatever its own choice for "
-                        "`track --dtype auto`)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the components (slow to compile, minutes on a CPU; raise --warmup)")
-    add_device_option(p)
     p.add_argument("--video", help="video file or frame folder (default: a clip from ../shared/data/videos)")
     p.add_argument("--against-official", action="store_true",
                    help="add a row running the official sam2 package, same weights (SAM 2 / 2.1 only)")

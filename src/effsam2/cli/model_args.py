@@ -23,7 +23,7 @@ from effsam2.modeling.sam2_model import SAM2Model
 from effsam2.registry import get_config, shipped_weights
 
 __all__ = ["CHECKPOINT_HELP", "accel_from_args", "add_accel_setting_options", "add_device_option",
-           "add_model_options", "build_model_from_args", "check_model_args", "describe_dtype"]
+           "add_model_list_options", "add_model_options", "build_model_from_args", "check_model_args", "describe_dtype"]
 
 CHECKPOINT_HELP = ("official checkpoints are not bundled: download them from the SAM 2 / SAM 2.1 release "
                    "(https://github.com/facebookresearch/sam2#download-checkpoints) or EfficientTAM "
@@ -31,30 +31,53 @@ CHECKPOINT_HELP = ("official checkpoints are not bundled: download them from the
                    "then pass --checkpoint PATH")
 
 
+# help texts of the model options, one each: the single-model commands and the bench's lists share them
+MODEL_HELP = "model name (see `effsam2 models`)"
+DEFAULT_MODEL_HELP = "default: effsam2's own model, whose weights ship with effsam2"
+CHECKPOINT_OPTION_HELP = ("the model's official checkpoint (.pt) or a .safetensors file (not needed for a model "
+                          "whose weights ship with effsam2)")
+IMAGE_SIZE_HELP = "model input size, a multiple of 32 (default: the model's, e.g. 1024); smaller is faster and less accurate"
+ACCEL_HELP = ("accelerations, e.g. dense, pool, pool-sdpa, smr, swr+smr, pool@4, smr@0.9:random (default: the "
+              "model's official setting, e.g. pool for efficienttam_*_1; see `effsam2 models`)")
+DTYPE_HELP = "autocast dtype: auto (bf16 on CUDA and on CPUs with native bf16, AMX or AVX512-BF16{}), fp32 or bf16"
+
+
 def add_model_options(parser, *, model_default: str | None = "default", accel_list: bool = False) -> None:
     """Declare the model options (``--model --checkpoint --image-size --accel --smr-sparsity --smr-policy
     --pool-window --swr-shortcut --device --dtype``) on a parser or argument group: the one place their
     names, defaults and help texts live. ``accel_list``: ``--accel`` takes a comma list (``eval``'s grid)."""
-    model_help = "model name (see `effsam2 models`)"
-    if model_default == "default":
-        model_help += "; default: effsam2's own model, whose weights ship with effsam2"
+    model_help = MODEL_HELP + (f"; {DEFAULT_MODEL_HELP}" if model_default == "default" else "")
     parser.add_argument("--model", default=model_default, help=model_help)
-    parser.add_argument("--checkpoint", help="the model's official checkpoint (.pt) or a .safetensors file "
-                        "(not needed for a model whose weights ship with effsam2)")
-    parser.add_argument("--image-size", type=int, help="model input size (default: the model's, e.g. 1024); "
-                        "smaller is faster and less accurate")
-    accel_help = ("accelerations, e.g. dense, pool, smr, swr+smr, pool@4, smr@0.9:random (default: the model's "
-                  "official setting, e.g. pool for efficienttam_*_1; see `effsam2 models`)")
+    parser.add_argument("--checkpoint", help=CHECKPOINT_OPTION_HELP)
+    parser.add_argument("--image-size", type=int, help=IMAGE_SIZE_HELP)
+    accel_help = ACCEL_HELP
     if accel_list:
         accel_help += ("; a comma list (e.g. dense,pool@4,smr@0.9,smr@0.95:random,pool+smr) evaluates each on "
                        "the same data and writes one table, OUT/grid.{json,md,png}, dense first")
     parser.add_argument("--accel", default=None, help=accel_help)
     add_accel_setting_options(parser)
     add_device_option(parser)
-    parser.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto",
-                        help="autocast dtype: auto (default: bf16 on CUDA and on CPUs with native bf16, AMX or "
-                             "AVX512-BF16, unless bf16 was measured to cost the model accuracy or speed there), "
-                             "fp32 or bf16")
+    parser.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto", help=DTYPE_HELP.format(", unless bf16 was measured to cost the model accuracy or speed there")
+                        + " (default auto)")
+
+
+def add_model_list_options(parser, *, default_model: str, dtypes: tuple[str, ...]) -> None:
+    """The same options as :func:`add_model_options`, each taking several values (repeatable or comma lists),
+    for ``bench``, which measures every model x image size x acceleration; ``--dtype`` defaults to fp32 there,
+    so that rows compare like with like, and ``auto`` applies to every row whatever a model's own choice."""
+    parser.add_argument("--model", action="append", help=f"{MODEL_HELP}; repeatable (default {default_model})")
+    parser.add_argument("--checkpoint", action="append", default=[],
+                        help=f"{CHECKPOINT_OPTION_HELP}, as PATH (one model) or MODEL=PATH, repeatable; default: "
+                             "shipped weights, else random weights made to track (timings need no trained weights)")
+    parser.add_argument("--image-size", action="append", default=[],
+                        help=f"{IMAGE_SIZE_HELP}; repeatable or a comma list")
+    parser.add_argument("--accel", action="append", default=[],
+                        help=f"{ACCEL_HELP}; a comma list, repeatable; dense is always measured as the baseline")
+    add_accel_setting_options(parser)
+    add_device_option(parser)
+    parser.add_argument("--dtype", choices=["auto", *dtypes], default="fp32",
+                        help=DTYPE_HELP.format("") + ", for every row (default fp32, so that rows compare like with "
+                             "like; auto ignores a model's own choice for `track --dtype auto`)")
 
 
 def add_accel_setting_options(parser) -> None:

@@ -181,20 +181,26 @@ def track_step(model: SAM2Model, frame_idx: int, feats: FrameFeatures, memory: O
                mask_inputs: torch.Tensor | None = None, num_frames: int | None = None, reverse: bool = False,
                run_mem_encoder: bool = True, prev_sam_mask_logits: torch.Tensor | None = None,
                return_token_attention: bool = False, memory_dtype: torch.dtype = torch.bfloat16,
-               timer: SectionTimer = NO_TIMER) -> StepOutput:
+               conditioned: torch.Tensor | None = None, timer: SectionTimer = NO_TIMER) -> StepOutput:
     """Segment B objects on one frame from prompts and/or memory; optionally encode the new memory.
 
     ``mask_inputs`` (B, 1, S, S) is used directly as the output (official behaviour); otherwise the
     features are conditioned on memory (unless ``is_init_cond_frame``) and decoded with ``points`` and
-    ``prev_sam_mask_logits`` (B, 1, 4h, 4w) from an earlier interaction.
+    ``prev_sam_mask_logits`` (B, 1, 4h, 4w) from an earlier interaction. ``conditioned``: the frame's
+    memory-conditioned features, already computed by :func:`condition_on_memory` (the SWR shortcut trainer
+    needs them as its target), used instead of a second memory-attention pass.
     """
     tc = model.config.tracker
     if mask_inputs is not None and tc.use_mask_input_as_output_without_sam:
         with timer.section(MASK_DECODER):
             heads = model.use_mask_as_output(feats.vision_feats, feats.high_res, mask_inputs)
     else:
-        with timer.section(MEMORY_ATTENTION):
-            pix = condition_on_memory(model, frame_idx, is_init_cond_frame, feats, memory, num_frames, reverse)
+        if conditioned is not None:
+            pix = conditioned
+        else:
+            with timer.section(MEMORY_ATTENTION):
+                pix = condition_on_memory(model, frame_idx, is_init_cond_frame, feats, memory, num_frames,
+                                          reverse)
         if prev_sam_mask_logits is not None:
             mask_inputs = prev_sam_mask_logits
         with timer.section(MASK_DECODER):

@@ -44,9 +44,8 @@ from effsam2.accel.routed_hiera import (
 from effsam2.accel.shortcut import WindowShortcut, new_shortcut, save_shortcut
 from effsam2.accel.window_routing import RouterConfig, RouterEvidence, route_windows
 from effsam2.errors import Effsam2Error
-from effsam2.modeling.memory import MemoryEntry
 from effsam2.modeling.sam2_model import PointPrompt, SAM2Model
-from effsam2.modeling.tracker import ObjectMemory, condition_on_memory, track_step, write_memory
+from effsam2.modeling.tracker import ObjectMemory, condition_on_memory, track_step
 from effsam2.train.clips import Clip, load_clip
 
 TRAIN_ROUTER = RouterConfig(score_threshold=3.0, saliency_mass=0.6)  # the official training values
@@ -93,21 +92,6 @@ def centre_click(image_size: int, device: torch.device) -> PointPrompt:
     return PointPrompt(centre, torch.ones(1, 1, dtype=torch.int32, device=device))
 
 
-def _dense_tracked_step(model: SAM2Model, frame_idx: int, feats, pix: torch.Tensor, memory: ObjectMemory):
-    """Decode and memorise a tracked frame from its already memory-conditioned features ``pix``.
-
-    Same as ``track_step`` for a frame without prompts; reusing ``pix`` (the loss target) saves a second
-    memory-attention pass.
-    """
-    heads = model.forward_sam_heads(pix, None, None, feats.high_res, model.use_multimask(False, None),
-                                    return_token_attention=True)
-    entry = MemoryEntry(pred_masks=heads.low_res_masks, obj_ptr=heads.obj_ptr,
-                        object_score_logits=heads.object_score_logits)
-    write_memory(model, entry, feats, heads.high_res_masks, is_mask_from_pts=False)
-    memory.non_cond[frame_idx] = entry
-    return heads
-
-
 def clip_losses(model: SAM2Model, shortcut: WindowShortcut, frames: list[torch.Tensor],
                 router: RouterConfig = TRAIN_ROUTER, backward: bool = False) -> StepResult:
     """Track ``frames`` densely from a centre click and measure the routed reconstruction loss.
@@ -145,9 +129,11 @@ def clip_losses(model: SAM2Model, shortcut: WindowShortcut, frames: list[torch.T
                     loss.backward()
             losses.append(loss.item())
             fractions.append(selection.fraction)
-        with torch.no_grad():
-            heads = _dense_tracked_step(model, t, feats, target, memory)
-        evidence = RouterEvidence.from_outputs([heads])
+        with torch.no_grad():  # the dense tracking step, on the conditioned features computed above
+            step = track_step(model, t, feats, memory, is_init_cond_frame=False, num_frames=num_frames,
+                              return_token_attention=True, conditioned=target)
+            memory.non_cond[t] = step.entry
+        evidence = RouterEvidence.from_outputs([step])
     if backward and losses:
         for p in shortcut.parameters():
             if p.grad is not None:
