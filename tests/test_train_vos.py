@@ -14,7 +14,7 @@ from effsam2.build import build_model
 from effsam2.checkpoint import read_state_dict
 from effsam2.cli import main
 from effsam2.train import vos_trainer
-from effsam2.train.clip_sampler import ClipSettings, sample_clip
+from effsam2.train.clip_sampler import ClipSettings, add_twin, sample_clip
 from effsam2.train.vos_data import load_videos
 from effsam2.train.vos_trainer import TrainSettings, make_optimizer, train, train_step
 
@@ -57,6 +57,21 @@ def test_clips_are_real_masked_frames(tiny_davis):
     a = sample_clip(np.random.default_rng([0, 3]), videos, ClipSettings(frames=3))
     b = sample_clip(np.random.default_rng([0, 3]), videos, ClipSettings(frames=3))
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])  # the step decides the clip
+
+
+def test_a_twin_is_the_target_itself_beside_it_and_not_in_its_mask(tiny_davis):
+    videos = load_videos(tiny_davis, ["bear"], SIZE)
+    frames = torch.from_numpy(videos[0].frames[:3]).permute(0, 3, 1, 2).float() / 255
+    masks = torch.from_numpy(videos[0].masks[:3]).float()
+    twin_frames, twin_masks = add_twin(np.random.default_rng(1), frames, masks)
+    changed = (twin_frames - frames).abs().sum(1, keepdim=True) > 1e-3
+    assert changed.float().mean() > 0.02  # a twin was pasted
+    assert not (changed & (twin_masks > 0)).any()  # never inside what is still the target
+    assert torch.equal(twin_masks, masks * (twin_masks > 0))  # the target only loses where the twin covers it
+    # the twin's pixels are the target's, moved: on each frame they carry about the target's colour mass
+    target_mass = (frames * masks).sum(dim=(1, 2, 3))
+    twin_mass = (twin_frames * changed).sum(dim=(1, 2, 3))
+    assert torch.allclose(twin_mass, target_mass, rtol=0.2)
 
 
 def test_training_lowers_the_loss_on_real_frames(tiny_davis):

@@ -45,6 +45,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--distractor-prob", type=float, default=0.5,
                    help="share of clips with another object pasted beside the target (default 0.5; the first "
                         "500 steps of the shipped model were trained with 0, see docs/models.md)")
+    p.add_argument("--twin-prob", type=float, default=0.0,
+                   help="share of the distractors that are the target's own twin (its pixels shifted sideways, "
+                        "moving as it moves; default 0)")
     p.add_argument("--lr", type=float, default=3e-4, help="AdamW peak learning rate (default 3e-4)")
     p.add_argument("--trunk-lr", type=float, default=0.0,
                    help="learning rate of the image trunk (default 0: frozen; effsam2's own model always keeps "
@@ -81,6 +84,8 @@ def run(args: argparse.Namespace) -> int:
             raise Effsam2Error(f"--{name.replace('_', '-')} must be at least 1")
     if not 0 <= args.distractor_prob <= 1:
         raise Effsam2Error(f"--distractor-prob must be in [0, 1], got {args.distractor_prob}")
+    if not 0 <= args.twin_prob <= 1:
+        raise Effsam2Error(f"--twin-prob must be in [0, 1], got {args.twin_prob}")
     if args.frames < 2:
         raise Effsam2Error("--frames must be at least 2 (the first frame is the prompt)")
     if args.export is not None and Path(args.export).suffix != SAFETENSORS_SUFFIX:
@@ -109,7 +114,8 @@ def run(args: argparse.Namespace) -> int:
         model=config.name, image_size=config.image_size, data=str(Path(args.data).resolve()),
         train_sequences=train_names, val_sequences=val, steps=args.steps, batch_size=args.batch_size,
         lr=args.lr, trunk_lr=args.trunk_lr, seed=args.seed, dtype=dtype, val_every=args.val_every,
-        clips=ClipSettings(frames=args.frames, distractor_prob=args.distractor_prob))
+        clips=ClipSettings(frames=args.frames, distractor_prob=args.distractor_prob,
+                           twin_prob=args.twin_prob))
     print(f"effsam2 train: {config.name} at {config.image_size}px, {len(videos)} training sequences "
           f"({sum(v.num_frames for v in videos)} frames), {len(val_videos)} held out, {dtype}, {device}")
     resume = False if args.fresh else args.resume

@@ -14,6 +14,8 @@ Everything is drawn from a ``numpy.random.Generator`` given by the caller (one p
   frame, prompt frame included, moving on its own path; it is not the target, and where it covers the
   target the target is hidden. Single-object data never shows a second salient object otherwise, and
   without one a model learns to segment "the salient thing" and ignore its prompt and its memory.
+  A share of the distractors (``twin_prob``) are the target's own twin: the clip's object itself, shifted
+  sideways and moving as it moves, so that only the prompt and the memory tell the two apart.
 * Every clip then gets the same random zoom-crop, horizontal flip and colour jitter on all its frames
   (frames and masks are warped together with one ``grid_sample``; masks are re-thresholded).
 
@@ -43,6 +45,7 @@ class ClipSettings:
     occlusion_prob: float = 0.3  # of synthetic clips
     leave_frame_prob: float = 0.2  # of synthetic clips
     distractor_prob: float = 0.5  # of all clips: another object pasted beside the target
+    twin_prob: float = 0.0  # of the distractors: the target's own twin (its pixels, shifted sideways)
     zoom_prob: float = 0.5
     max_zoom: float = 1.6
     flip_prob: float = 0.5
@@ -164,6 +167,18 @@ def add_distractor(rng: np.random.Generator, videos: list[TrainVideo], frames: t
     return pasted * alpha + frames * (1 - alpha), masks * (alpha <= 0.5).float()
 
 
+def add_twin(rng: np.random.Generator, frames: torch.Tensor,
+              masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Paste the target's own pixels, shifted sideways by one constant offset, on every frame: a twin that
+    moves exactly as the target; it hides the target where it covers it."""
+    t = frames.shape[0]
+    shift = float(rng.choice([-1.0, 1.0]) * rng.uniform(0.4, 0.9))
+    theta = affine(np.ones(t), np.zeros(t), np.full(t, shift), np.full(t, float(rng.uniform(-0.2, 0.2))))
+    pasted = warp(frames * masks, theta, padding="zeros")
+    alpha = warp(masks, theta, padding="zeros").clamp(0, 1)
+    return pasted + frames * (1 - alpha), masks * (alpha <= 0.5).float()
+
+
 def augment(rng: np.random.Generator, frames: torch.Tensor, masks: torch.Tensor,
             s: ClipSettings) -> tuple[torch.Tensor, torch.Tensor]:
     """One random zoom-crop, flip and colour jitter for the whole clip."""
@@ -196,7 +211,10 @@ def sample_clip(rng: np.random.Generator, videos: list[TrainVideo], s: ClipSetti
         frames, masks = make(rng, videos, s)
         # no draw at 0, so that a run without distractors sees the clips it saw before they existed
         if s.distractor_prob > 0 and rng.random() < s.distractor_prob:
-            frames, masks = add_distractor(rng, videos, frames, masks)
+            if s.twin_prob > 0 and rng.random() < s.twin_prob:  # no draw at 0, as above
+                frames, masks = add_twin(rng, frames, masks)
+            else:
+                frames, masks = add_distractor(rng, videos, frames, masks)
         frames, masks = augment(rng, frames, masks, s)
         if masks[0].sum() >= MIN_FIRST_FRAME_PIXELS:
             return frames, masks
