@@ -229,9 +229,9 @@ def test_builtin_accelerations_declare_themselves():
     assert set(spec.KNOWN) == set(plugins.BUILTIN_NAMES)
     assert spec.BUILTINS == {"pool": pooled_memory.POOL, "pool-sdpa": pooled_memory.POOL_SDPA,
                              "smr": sparse_memory.SMR, "swr": swr.SWR}
-    for text, field, value, check in (("pool@3", "pool_window", 3, pooled_memory.check_pool_window),
-                                      ("smr@1.5", "smr_sparsity", 1.5, sparse_memory.check_sparsity),
-                                      ("smr:best", "smr_policy", "best", sparse_memory.check_policy)):
+    for text, value, check in (("pool@3", 3, pooled_memory.check_pool_window),
+                               ("smr@1.5", 1.5, sparse_memory.check_sparsity),
+                               ("smr:best", "best", sparse_memory.check_policy)):
         with pytest.raises(Effsam2Error) as from_parse:
             AccelSpec.parse(text)
         with pytest.raises(Effsam2Error) as from_check:

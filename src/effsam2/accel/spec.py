@@ -30,7 +30,8 @@ from effsam2.modeling.memory_attention import DenseMemoryBackend
 # The built-in accelerations, each declared in its own module (name, slot, '@' setting, range checks).
 BUILTINS: dict[str, BuiltinAcceleration] = {
     d.name: d for d in (POOL_DECLARATION, POOL_SDPA_DECLARATION, SMR_DECLARATION, SWR_DECLARATION)}
-POOL, POOL_SDPA, SMR, SWR = (d.name for d in BUILTINS.values())
+POOL, POOL_SDPA, SMR, SWR = (POOL_DECLARATION.name, POOL_SDPA_DECLARATION.name, SMR_DECLARATION.name,
+                             SWR_DECLARATION.name)
 DENSE = "dense"
 KNOWN = (DENSE, *BUILTINS)
 SMR_POLICIES = tuple(SMR_POLICY_CLASSES)
@@ -60,10 +61,8 @@ class AccelSpec:
         for raw in (p.strip().lower() for p in (text or DENSE).split("+") if p.strip()):
             name, value, policy = _split_part(raw, text)
             parts.append(name)
-            if name == DENSE:
-                settings.update(_part_settings(None, name, value, policy, text))
-            elif name in BUILTINS:
-                settings.update(_part_settings(BUILTINS[name], name, value, policy, text))
+            if name in KNOWN:
+                settings.update(_part_settings(BUILTINS.get(name), name, value, policy, text))
             elif get_acceleration(name) is not None:
                 extra.append(_declared_part(name, value, policy, text))
             else:

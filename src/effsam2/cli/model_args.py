@@ -23,7 +23,8 @@ from effsam2.modeling.sam2_model import SAM2Model
 from effsam2.registry import get_config, shipped_weights
 
 __all__ = ["CHECKPOINT_HELP", "accel_from_args", "add_accel_setting_options", "add_device_option",
-           "add_model_list_options", "add_model_options", "build_model_from_args", "check_model_args", "describe_dtype"]
+           "add_model_list_options", "add_model_options", "build_model_from_args", "check_model_args",
+           "describe_dtype"]
 
 CHECKPOINT_HELP = ("official checkpoints are not bundled: download them from the SAM 2 / SAM 2.1 release "
                    "(https://github.com/facebookresearch/sam2#download-checkpoints) or EfficientTAM "
@@ -36,10 +37,11 @@ MODEL_HELP = "model name (see `effsam2 models`)"
 DEFAULT_MODEL_HELP = "default: effsam2's own model, whose weights ship with effsam2"
 CHECKPOINT_OPTION_HELP = ("the model's official checkpoint (.pt) or a .safetensors file (not needed for a model "
                           "whose weights ship with effsam2)")
-IMAGE_SIZE_HELP = "model input size, a multiple of 32 (default: the model's, e.g. 1024); smaller is faster and less accurate"
+IMAGE_SIZE_HELP = ("model input size, a multiple of 32 (default: the model's, e.g. 1024); smaller is faster and "
+                   "less accurate")
 ACCEL_HELP = ("accelerations, e.g. dense, pool, pool-sdpa, smr, swr+smr, pool@4, smr@0.9:random (default: the "
               "model's official setting, e.g. pool for efficienttam_*_1; see `effsam2 models`)")
-DTYPE_HELP = "autocast dtype: auto (bf16 on CUDA and on CPUs with native bf16, AMX or AVX512-BF16{}), fp32 or bf16"
+DTYPE_AUTO_HELP = "bf16 on CUDA and on CPUs with native bf16, AMX or AVX512-BF16"
 
 
 def add_model_options(parser, *, model_default: str | None = "default", accel_list: bool = False) -> None:
@@ -57,8 +59,9 @@ def add_model_options(parser, *, model_default: str | None = "default", accel_li
     parser.add_argument("--accel", default=None, help=accel_help)
     add_accel_setting_options(parser)
     add_device_option(parser)
-    parser.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto", help=DTYPE_HELP.format(", unless bf16 was measured to cost the model accuracy or speed there")
-                        + " (default auto)")
+    parser.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto",
+                        help=f"autocast dtype: auto ({DTYPE_AUTO_HELP}, unless bf16 was measured to cost the model "
+                             "accuracy or speed there), fp32 or bf16 (default auto)")
 
 
 def add_model_list_options(parser, *, default_model: str, dtypes: tuple[str, ...]) -> None:
@@ -76,8 +79,9 @@ def add_model_list_options(parser, *, default_model: str, dtypes: tuple[str, ...
     add_accel_setting_options(parser)
     add_device_option(parser)
     parser.add_argument("--dtype", choices=["auto", *dtypes], default="fp32",
-                        help=DTYPE_HELP.format("") + ", for every row (default fp32, so that rows compare like with "
-                             "like; auto ignores a model's own choice for `track --dtype auto`)")
+                        help=f"autocast dtype of every row: auto ({DTYPE_AUTO_HELP}, whatever a model's own choice "
+                             f"for `track --dtype auto`) or one of {', '.join(dtypes)} (default fp32, so that rows "
+                             "compare like with like)")
 
 
 def add_accel_setting_options(parser) -> None:
