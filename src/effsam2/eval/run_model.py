@@ -1,6 +1,10 @@
 """The semi-supervised protocol run by effsam2 itself: prompt each object with its first ground-truth mask,
 propagate, and write one palette PNG per frame (``<out>/<sequence>/<frame>.png``) for the scorer.
 
+``prepare`` (optional) turns the model into the one that tracks a given sequence, e.g. a copy adapted to
+its first-frame masks (``effsam2 eval --adapt-steps``, built by the command from ``effsam2.train.adapt``);
+the model handed in is shared by every sequence and never changed.
+
 Objects appearing later (SA-V) are prompted on their own first annotated frame, as the official SAM 2
 ``vos_inference`` does with ``--track_object_appearing_later_in_video``.
 """
@@ -8,6 +12,7 @@ Objects appearing later (SA-V) are prompted on their own first annotated frame, 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -20,6 +25,8 @@ from effsam2.io.frames import open_frames
 from effsam2.io.masks import labels_from_masks, save_label_png
 from effsam2.modeling.sam2_model import SAM2Model
 from effsam2.predictor.video import VideoPredictor
+
+PrepareModel = Callable[[SAM2Model, VOSSequence], SAM2Model]
 
 
 def _frame_paths(seq: VOSSequence) -> list[Path]:
@@ -64,10 +71,14 @@ def predict_sequence(predictor: VideoPredictor, seq: VOSSequence, out_dir: Path,
 
 
 def predict_dataset(model: SAM2Model, dataset: VOSDataset, names: list[str], out_dir: Path,
-                    progress: bool = True, prompt: str = "mask") -> Path:
-    """Run the tracker on every named sequence; returns the predictions folder."""
+                    progress: bool = True, prompt: str = "mask", prepare: PrepareModel | None = None) -> Path:
+    """Run the tracker on every named sequence (with ``prepare(model, sequence)`` when given); returns the
+    predictions folder."""
     predictor = VideoPredictor(model)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in tqdm(names, desc="sequences", unit="seq", disable=not progress, file=sys.stderr):
-        predict_sequence(predictor, dataset.sequence(name), out_dir, prompt)
+        seq = dataset.sequence(name)
+        if prepare is not None:
+            predictor = VideoPredictor(prepare(model, seq))
+        predict_sequence(predictor, seq, out_dir, prompt)
     return out_dir

@@ -1,0 +1,140 @@
+"""First-frame adaptation: fine-tune a copy of a model on the prompt frame and its mask before tracking.
+
+OSVOS's idea applied to a SAM 2-style tracker: the one annotated frame becomes synthetic clips (the
+object moved along a random affine path over its own frame, then zoom-crop, flip and colour jitter;
+``clip_sampler``'s synthetic clips with no occluder, no distractor, no disappearance), and the trained
+parts of the model (never its image trunk) take a few AdamW steps of the training loss on them, the first
+frame prompted by that mask. The model handed in is never changed; ``steps == 0`` returns it as it is.
+
+Everything is drawn from generators seeded by (``seed``, step): the same frame, mask and settings give
+the same adapted weights.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+from PIL import Image
+
+from effsam2.dtypes import autocast
+from effsam2.errors import DatasetError, Effsam2Error
+from effsam2.eval.datasets import VOSSequence
+from effsam2.modeling.sam2_model import SAM2Model
+from effsam2.train.clip_sampler import MIN_FIRST_FRAME_PIXELS, ClipSettings, sample_clip
+from effsam2.train.prompts import PromptSettings
+from effsam2.train.vos_data import TrainVideo
+from effsam2.train.vos_step import clip_loss, normalise
+
+ADAPT_CLIPS = ClipSettings(synthetic_fraction=1.0, paste_fraction=0.0, occlusion_prob=0.0,
+                           leave_frame_prob=0.0, distractor_prob=0.0)
+ADAPT_PROMPTS = PromptSettings(mask_prob=1.0, corrected_frames=0)
+
+
+@dataclass(frozen=True)
+class AdaptSettings:
+    """How a model is adapted to its prompt; the defaults are the ones chosen on held-out training
+    sequences (docs/models.md)."""
+
+    steps: int = 40
+    lr: float = 1e-4
+    batch_size: int = 2  # clips per step
+    clip_frames: int = 4  # frames per clip, the prompt frame first
+    grad_clip: float = 1.0
+    seed: int = 0
+    dtype: str = "bf16"  # autocast during adaptation: bf16 or fp32
+
+    def check(self) -> None:
+        """One-line errors for settings that cannot run."""
+        if self.steps < 0:
+            raise Effsam2Error(f"adaptation steps must be >= 0, got {self.steps}")
+        if not self.lr > 0:
+            raise Effsam2Error(f"adaptation learning rate must be > 0, got {self.lr}")
+        if self.batch_size < 1 or self.clip_frames < 2:
+            raise Effsam2Error(f"adaptation needs a batch of >= 1 clip of >= 2 frames, got {self.batch_size} "
+                               f"x {self.clip_frames}")
+        if self.dtype not in ("bf16", "fp32"):
+            raise Effsam2Error(f"adaptation dtype must be bf16 or fp32, got {self.dtype}")
+
+
+def prompt_video(name: str, image: np.ndarray, mask: np.ndarray, size: int) -> TrainVideo:
+    """One (H, W, 3) uint8 frame and its (H, W) bool mask as a one-frame training video at S x S, resized
+    as the predictors resize (PIL bicubic for the frame, nearest for the mask)."""
+    image = np.asarray(image)
+    mask = np.asarray(mask).astype(bool)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise Effsam2Error(f"adaptation frame of {name} must be an (H, W, 3) uint8 RGB array, got "
+                           f"{image.shape} {image.dtype}")
+    if mask.shape != image.shape[:2]:
+        raise Effsam2Error(f"adaptation mask of {name} is {mask.shape[1]}x{mask.shape[0]}, its frame "
+                           f"{image.shape[1]}x{image.shape[0]}")
+    frame = np.asarray(Image.fromarray(image).resize((size, size), Image.BICUBIC))
+    small = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize((size, size), Image.NEAREST)) > 127
+    if small.sum() < MIN_FIRST_FRAME_PIXELS:
+        raise Effsam2Error(f"adaptation mask of {name} covers {int(small.sum())} pixels at {size}x{size}; "
+                           f"it needs at least {MIN_FIRST_FRAME_PIXELS}")
+    return TrainVideo(name, frame[None], small[None, None])
+
+
+@dataclass
+class Adapted:
+    model: SAM2Model  # the adapted copy in eval mode (the model itself when no step was taken)
+    losses: list[float] = field(default_factory=list)  # the training loss of each step
+
+
+def adapt_to_prompt(model: SAM2Model, videos: list[TrainVideo], s: AdaptSettings) -> Adapted:
+    """A copy of ``model`` fine-tuned on the prompt frames ``videos`` (one object each, see
+    :func:`prompt_video`); ``model`` itself is left as it was."""
+    s.check()
+    if s.steps == 0:
+        return Adapted(model)
+    if not videos:
+        raise Effsam2Error("adaptation needs at least one prompted object")
+    adapted = copy.deepcopy(model)
+    adapted.image_encoder.trunk.requires_grad_(False)
+    params = [p for p in adapted.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=s.lr, weight_decay=0.0)
+    clips = replace(ADAPT_CLIPS, frames=s.clip_frames)
+    device = adapted.device
+    losses = []
+    adapted.train()
+    with torch.inference_mode(False), torch.enable_grad():
+        for step in range(s.steps):
+            rng = np.random.default_rng([s.seed, step])
+            torch.manual_seed(s.seed * 1_000_003 + step)
+            drawn = [sample_clip(rng, videos, clips) for _ in range(s.batch_size)]
+            frames = torch.stack([c[0] for c in drawn], 1).to(device)
+            masks = torch.stack([c[1] for c in drawn], 1).to(device)
+            with autocast(device, s.dtype):
+                loss = clip_loss(adapted, rng, normalise(frames), masks, ADAPT_PROMPTS)
+            optimizer.zero_grad(set_to_none=True)
+            loss.total.backward()
+            torch.nn.utils.clip_grad_norm_(params, s.grad_clip)
+            optimizer.step()
+            losses.append(float(loss.total.detach()))
+    return Adapted(adapted.eval(), losses)
+
+
+def adapt_to_sequence(model: SAM2Model, seq: VOSSequence, s: AdaptSettings) -> SAM2Model:
+    """``model`` adapted to a dataset sequence's prompts: each object's first annotated frame and mask
+    (what the semi-supervised protocol prompts with)."""
+    if s.steps == 0:
+        return model
+    videos = []
+    for obj_id in seq.object_ids:
+        annotated = seq.annotated_frames(obj_id)
+        if not annotated:
+            continue
+        path = seq.image_path(annotated[0])
+        if path is None:
+            raise DatasetError(f"sequence {seq.name}: no image for frame {annotated[0]}")
+        try:
+            with Image.open(path) as img:
+                image = np.asarray(img.convert("RGB"))
+        except (OSError, ValueError) as err:
+            raise DatasetError(f"cannot read frame {path}: {err}") from None
+        videos.append(prompt_video(f"{seq.name} object {obj_id}", image, seq.gt_masks(annotated[0])[obj_id],
+                                   model.image_size))
+    return adapt_to_prompt(model, videos, s).model

@@ -1,0 +1,133 @@
+"""First-frame adaptation (``effsam2.train.adapt``, ``effsam2 eval --adapt-steps``) on a real DAVIS frame."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import effsam2
+from effsam2.cli import main
+from effsam2.errors import Effsam2Error
+from effsam2.train.adapt import ADAPT_CLIPS, ADAPT_PROMPTS, AdaptSettings, adapt_to_prompt, prompt_video
+from effsam2.train.clip_sampler import sample_clip
+from effsam2.train.vos_step import clip_loss, normalise
+
+SIZE = 128  # small input: a step takes a fraction of a second on CPU
+SEQUENCE = "blackswan"
+
+
+@pytest.fixture(scope="module")
+def model():
+    return effsam2.build_model(image_size=SIZE)
+
+
+@pytest.fixture(scope="module")
+def prompt(davis_dir):
+    image = np.asarray(Image.open(davis_dir / "JPEGImages" / "480p" / SEQUENCE / "00000.jpg").convert("RGB"))
+    mask = np.asarray(Image.open(davis_dir / "Annotations" / "480p" / SEQUENCE / "00000.png")) > 0
+    return prompt_video(SEQUENCE, image, mask, SIZE)
+
+
+def _fixed_loss(model, video) -> float:
+    """The adaptation loss on clips drawn from a generator no adaptation step uses."""
+    rng = np.random.default_rng(12345)
+    clips = [sample_clip(rng, [video], ADAPT_CLIPS) for _ in range(2)]
+    frames = torch.stack([c[0] for c in clips], 1)
+    masks = torch.stack([c[1] for c in clips], 1)
+    with torch.no_grad():
+        return float(clip_loss(model.eval(), rng, normalise(frames), masks, ADAPT_PROMPTS).total)
+
+
+def test_prompt_video_is_the_frame_and_mask_at_model_size(prompt):
+    assert prompt.frames.shape == (1, SIZE, SIZE, 3) and prompt.frames.dtype == np.uint8
+    assert prompt.masks.shape == (1, 1, SIZE, SIZE)
+    assert 0 < prompt.masks.sum() < prompt.masks.size
+
+
+def test_zero_steps_is_the_model_itself(model, prompt):
+    adapted = adapt_to_prompt(model, [prompt], AdaptSettings(steps=0))
+    assert adapted.model is model and adapted.losses == []
+
+
+def test_adaptation_lowers_the_loss_and_leaves_the_model_alone(model, prompt):
+    before_state = {k: v.clone() for k, v in model.state_dict().items()}
+    before = _fixed_loss(model, prompt)
+    settings = AdaptSettings(steps=6, lr=1e-3, batch_size=1, clip_frames=3, dtype="fp32")
+    adapted = adapt_to_prompt(model, [prompt], settings)
+    assert adapted.model is not model and len(adapted.losses) == 6
+    assert np.isfinite(adapted.losses).all()
+    after = _fixed_loss(adapted.model, prompt)
+    assert after < before, (before, after)
+    # the model handed in is untouched; the copy keeps the trunk and changes the trained parts
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before_state[key]), key
+    new_state = adapted.model.state_dict()
+    trunk = [k for k in new_state if k.startswith("image_encoder.trunk.")]
+    assert trunk and all(torch.equal(new_state[k], before_state[k]) for k in trunk)
+    assert not torch.equal(new_state["sam_mask_decoder.iou_token.weight"],
+                           before_state["sam_mask_decoder.iou_token.weight"])
+    assert not adapted.model.training
+    # seeded: the same prompt and settings give the same weights
+    again = adapt_to_prompt(model, [prompt], settings).model.state_dict()
+    assert all(torch.equal(again[k], new_state[k]) for k in new_state)
+
+
+@pytest.mark.parametrize("settings, expected", [
+    (AdaptSettings(steps=-1), "steps must be >= 0"),
+    (AdaptSettings(lr=0.0), "learning rate must be > 0"),
+    (AdaptSettings(clip_frames=1), ">= 2 frames"),
+    (AdaptSettings(dtype="fp16"), "bf16 or fp32"),
+])
+def test_bad_settings_are_refused(model, prompt, settings, expected):
+    with pytest.raises(Effsam2Error, match=expected):
+        adapt_to_prompt(model, [prompt], settings)
+
+
+def test_bad_prompts_are_refused():
+    image = np.zeros((48, 64, 3), np.uint8)
+    with pytest.raises(Effsam2Error, match="mask of x is 32x48, its frame 64x48"):
+        prompt_video("x", image, np.ones((48, 32), bool), SIZE)
+    with pytest.raises(Effsam2Error, match="needs at least"):
+        prompt_video("x", image, np.zeros((48, 64), bool), SIZE)
+    with pytest.raises(Effsam2Error, match="uint8 RGB"):
+        prompt_video("x", image.astype(np.float32), np.ones((48, 64), bool), SIZE)
+
+
+def _tiny_davis(src, dst, frames: int = 4):
+    for kind, suffix in (("JPEGImages", ".jpg"), ("Annotations", ".png")):
+        out = dst / kind / "480p" / SEQUENCE
+        out.mkdir(parents=True)
+        for i in range(frames):
+            shutil.copy(src / kind / "480p" / SEQUENCE / f"{i:05d}{suffix}", out / f"{i:05d}{suffix}")
+    return dst
+
+
+def test_eval_adapts_each_sequence(davis_dir, tmp_path, capsys):
+    dataset = _tiny_davis(davis_dir, tmp_path / "davis")
+    out = tmp_path / "out"
+    code = main(["eval", "--dataset", str(dataset), "--model", "default", "--image-size", str(SIZE),
+                 "--adapt-steps", "2", "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "adapting to each sequence's first-frame masks, 2 steps" in captured.err
+    pngs = sorted((out / "predictions" / SEQUENCE).glob("*.png"))
+    assert len(pngs) == 4
+    masks = [np.asarray(Image.open(p)) == 1 for p in pngs]
+    assert all(0 < m.sum() < m.size for m in masks)
+
+
+@pytest.mark.parametrize("extra, expected", [
+    (["--adapt-steps", "5", "--prompt", "box"], "--adapt-steps adapts the model to the first-frame mask"),
+    (["--adapt-steps", "-2"], "steps must be >= 0"),
+    (["--adapt-steps", "5", "--adapt-lr", "0"], "learning rate must be > 0"),
+])
+def test_eval_adapt_errors_are_one_line(davis_dir, tmp_path, capsys, extra, expected):
+    code = main(["eval", "--dataset", str(davis_dir), "--model", "default", "--out", str(tmp_path / "out"), *extra])
+    err = capsys.readouterr().err
+    assert code == 2 and expected in err, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
