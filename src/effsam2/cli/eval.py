@@ -58,7 +58,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                        help="first-frame adaptation: before tracking a sequence, fine-tune a copy of the model "
                             "(not its trunk) for N steps on synthetic clips made from the prompt frame and its "
                             f"mask (needs --prompt mask; default 0: the model as it is; {AdaptSettings.steps} is "
-                            "the setting measured in docs/models.md, about 2 s a step on a 2-core CPU)")
+                            "the setting measured in docs/models.md, about 4 s a step at 384 px on a 2-core CPU)")
     model.add_argument("--adapt-lr", type=float, default=AdaptSettings.lr, metavar="LR",
                        help=f"learning rate of --adapt-steps (default {AdaptSettings.lr:g})")
     parser.add_argument("--out", metavar="DIR", help="write results.json, results.csv, results.md (and with "
