@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pytest
 import torch
@@ -15,6 +13,7 @@ from effsam2.errors import Effsam2Error
 from effsam2.train.adapt import ADAPT_CLIPS, ADAPT_PROMPTS, AdaptSettings, adapt_to_prompt, prompt_video
 from effsam2.train.clip_sampler import sample_clip
 from effsam2.train.vos_step import clip_loss, normalise
+from tests.helpers.davis import copy_subset, first_frames
 
 SIZE = 128  # small input: a step takes a fraction of a second on CPU
 SEQUENCE = "blackswan"
@@ -27,8 +26,7 @@ def model():
 
 @pytest.fixture(scope="module")
 def prompt(davis_dir):
-    image = np.asarray(Image.open(davis_dir / "JPEGImages" / "480p" / SEQUENCE / "00000.jpg").convert("RGB"))
-    mask = np.asarray(Image.open(davis_dir / "Annotations" / "480p" / SEQUENCE / "00000.png")) > 0
+    (image,), mask = first_frames(davis_dir, SEQUENCE, 1)
     return prompt_video(SEQUENCE, image, mask, SIZE)
 
 
@@ -97,17 +95,8 @@ def test_bad_prompts_are_refused():
         prompt_video("x", image.astype(np.float32), np.ones((48, 64), bool), SIZE)
 
 
-def _tiny_davis(src, dst, frames: int = 4):
-    for kind, suffix in (("JPEGImages", ".jpg"), ("Annotations", ".png")):
-        out = dst / kind / "480p" / SEQUENCE
-        out.mkdir(parents=True)
-        for i in range(frames):
-            shutil.copy(src / kind / "480p" / SEQUENCE / f"{i:05d}{suffix}", out / f"{i:05d}{suffix}")
-    return dst
-
-
 def test_eval_adapts_each_sequence(davis_dir, tmp_path, capsys):
-    dataset = _tiny_davis(davis_dir, tmp_path / "davis")
+    dataset = copy_subset(davis_dir, tmp_path / "davis", (SEQUENCE,), 4)
     out = tmp_path / "out"
     code = main(["eval", "--dataset", str(dataset), "--model", "default", "--image-size", str(SIZE),
                  "--adapt-steps", "2", "--out", str(out)])

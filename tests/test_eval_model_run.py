@@ -15,23 +15,14 @@ from effsam2.eval.datasets import DavisSequence
 from effsam2.eval.metrics import region_similarity
 from effsam2.eval.run_model import predict_sequence
 from effsam2.predictor.video import VideoPredictor
+from tests.helpers.davis import copy_subset
 
 SEQUENCES = ("blackswan", "dog")
 FRAMES = 6
 
 
-def _tiny_davis(src, dst):
-    for seq in SEQUENCES:
-        for kind, suffix in (("JPEGImages", ".jpg"), ("Annotations", ".png")):
-            out = dst / kind / "480p" / seq
-            out.mkdir(parents=True)
-            for i in range(FRAMES):
-                shutil.copy(src / kind / "480p" / seq / f"{i:05d}{suffix}", out / f"{i:05d}{suffix}")
-    return dst
-
-
 def test_eval_runs_the_model_and_scores_it(davis_dir, tiny_checkpoint, tmp_path, capsys):
-    dataset = _tiny_davis(davis_dir, tmp_path / "davis")
+    dataset = copy_subset(davis_dir, tmp_path / "davis", SEQUENCES, FRAMES)
     out = tmp_path / "out"
     code = main(["eval", "--dataset", str(dataset), "--model", "sam2.1_hiera_t", "--checkpoint",
                  str(tiny_checkpoint), "--image-size", "256", "--out", str(out)])

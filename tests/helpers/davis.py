@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,3 +15,14 @@ def first_frames(davis_dir: Path, sequence: str, count: int) -> tuple[list[np.nd
     frames = [np.array(Image.open(p).convert("RGB")) for p in sorted(root.glob("*.jpg"))[:count]]
     mask = np.array(Image.open(davis_dir / "Annotations" / "480p" / sequence / "00000.png")) > 0
     return frames, mask
+
+
+def copy_subset(davis_dir: Path, dst: Path, sequences: tuple[str, ...], frames: int) -> Path:
+    """A DAVIS folder at ``dst`` holding the first ``frames`` frames and masks of ``sequences``."""
+    for sequence in sequences:
+        for kind, suffix in (("JPEGImages", ".jpg"), ("Annotations", ".png")):
+            out = dst / kind / "480p" / sequence
+            out.mkdir(parents=True)
+            for i in range(frames):
+                shutil.copy(davis_dir / kind / "480p" / sequence / f"{i:05d}{suffix}", out / f"{i:05d}{suffix}")
+    return dst

@@ -25,7 +25,7 @@ from effsam2.eval.datasets import VOSSequence
 from effsam2.modeling.sam2_model import SAM2Model
 from effsam2.train.clip_sampler import MIN_FIRST_FRAME_PIXELS, ClipSettings, sample_clip
 from effsam2.train.prompts import PromptSettings
-from effsam2.train.vos_data import TrainVideo
+from effsam2.train.vos_data import TrainVideo, read_rgb, resize_mask
 from effsam2.train.vos_step import clip_loss, normalise
 
 ADAPT_CLIPS = ClipSettings(synthetic_fraction=1.0, paste_fraction=0.0, occlusion_prob=0.0,
@@ -63,15 +63,21 @@ def prompt_video(name: str, image: np.ndarray, mask: np.ndarray, size: int) -> T
     """One (H, W, 3) uint8 frame and its (H, W) bool mask as a one-frame training video at S x S, resized
     as the predictors resize (PIL bicubic for the frame, nearest for the mask)."""
     image = np.asarray(image)
-    mask = np.asarray(mask).astype(bool)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise Effsam2Error(f"adaptation frame of {name} must be an (H, W, 3) uint8 RGB array, got "
                            f"{image.shape} {image.dtype}")
-    if mask.shape != image.shape[:2]:
-        raise Effsam2Error(f"adaptation mask of {name} is {mask.shape[1]}x{mask.shape[0]}, its frame "
-                           f"{image.shape[1]}x{image.shape[0]}")
     frame = np.asarray(Image.fromarray(image).resize((size, size), Image.BICUBIC))
-    small = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize((size, size), Image.NEAREST)) > 127
+    return _one_frame_video(name, frame, image.shape[:2], mask)
+
+
+def _one_frame_video(name: str, frame: np.ndarray, frame_hw: tuple[int, int], mask: np.ndarray) -> TrainVideo:
+    """The (S, S, 3) frame (resized from ``frame_hw``) with its full-size mask, checked and resized."""
+    mask = np.asarray(mask).astype(bool)
+    if mask.shape != tuple(frame_hw):
+        raise Effsam2Error(f"adaptation mask of {name} is {mask.shape[1]}x{mask.shape[0]}, its frame "
+                           f"{frame_hw[1]}x{frame_hw[0]}")
+    size = frame.shape[0]
+    small = resize_mask(mask, size)
     if small.sum() < MIN_FIRST_FRAME_PIXELS:
         raise Effsam2Error(f"adaptation mask of {name} covers {int(small.sum())} pixels at {size}x{size}; "
                            f"it needs at least {MIN_FIRST_FRAME_PIXELS}")
@@ -130,11 +136,7 @@ def adapt_to_sequence(model: SAM2Model, seq: VOSSequence, s: AdaptSettings) -> S
         path = seq.image_path(annotated[0])
         if path is None:
             raise DatasetError(f"sequence {seq.name}: no image for frame {annotated[0]}")
-        try:
-            with Image.open(path) as img:
-                image = np.asarray(img.convert("RGB"))
-        except (OSError, ValueError) as err:
-            raise DatasetError(f"cannot read frame {path}: {err}") from None
-        videos.append(prompt_video(f"{seq.name} object {obj_id}", image, seq.gt_masks(annotated[0])[obj_id],
-                                   model.image_size))
+        frame, frame_hw = read_rgb(path, model.image_size)
+        videos.append(_one_frame_video(f"{seq.name} object {obj_id}", frame, frame_hw,
+                                       seq.gt_masks(annotated[0])[obj_id]))
     return adapt_to_prompt(model, videos, s).model

@@ -34,7 +34,7 @@ class TrainVideo:
         return np.flatnonzero(self.masks[:, obj].reshape(self.num_frames, -1).any(axis=1))
 
 
-def _read_rgb(path: Path, size: int) -> tuple[np.ndarray, tuple[int, int]]:
+def read_rgb(path: Path, size: int) -> tuple[np.ndarray, tuple[int, int]]:
     """(size, size, 3) uint8 frame, squashed with PIL's bicubic as the predictors do, and its (H, W)."""
     try:
         with Image.open(path) as img:
@@ -44,7 +44,8 @@ def _read_rgb(path: Path, size: int) -> tuple[np.ndarray, tuple[int, int]]:
         raise DatasetError(f"cannot read frame {path}: {err}") from None
 
 
-def _resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
+def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
+    """(H, W) bool mask -> (size, size) bool, nearest neighbour."""
     return np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize((size, size), Image.NEAREST)) > 127
 
 
@@ -62,7 +63,7 @@ def read_video(dataset, name: str, size: int) -> TrainVideo:
     if unmasked:
         raise DatasetError(f"sequence {name}: {len(unmasked)} of {len(images)} frames have no mask "
                            f"(first: {unmasked[0]}); training needs every frame annotated")
-    read = [_read_rgb(p, size) for p in images.values()]
+    read = [read_rgb(p, size) for p in images.values()]
     frames = np.stack([rgb for rgb, _ in read])
     object_ids = seq.object_ids
     masks = np.zeros((len(images), len(object_ids), size, size), dtype=bool)
@@ -73,7 +74,7 @@ def read_video(dataset, name: str, size: int) -> TrainVideo:
             if gt[oid].shape != hw:
                 raise DatasetError(f"sequence {name}: mask {frame}.png is {gt[oid].shape[1]}x{gt[oid].shape[0]}, "
                                    f"its frame {hw[1]}x{hw[0]}")
-            masks[i, k] = _resize_mask(gt[oid], size)
+            masks[i, k] = resize_mask(gt[oid], size)
     return TrainVideo(name, frames, masks)
 
 
