@@ -120,3 +120,60 @@ def test_eval_adapt_errors_are_one_line(davis_dir, tmp_path, capsys, extra, expe
     assert code == 2 and expected in err, err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+def _track(dataset, out, *extra) -> tuple[int, str]:
+    frames = dataset / "JPEGImages" / "480p" / SEQUENCE
+    mask = dataset / "Annotations" / "480p" / SEQUENCE / "00000.png"
+    return main(["track", str(frames), "--mask", str(mask), "--model", "default", "--image-size", str(SIZE),
+                 "--format", "png", "--out", str(out), *extra])
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / max((a | b).sum(), 1))
+
+
+def test_track_adapts_to_the_mask_prompt(davis_dir, tmp_path, capsys):
+    dataset = copy_subset(davis_dir, tmp_path / "davis", (SEQUENCE,), 4)
+    truth = [np.asarray(Image.open(p)) > 0 for p in sorted((dataset / "Annotations" / "480p" / SEQUENCE).glob("*"))]
+    results = {}
+    for steps in ("0", "3"):
+        out = tmp_path / f"out{steps}"
+        code = _track(dataset, out, "--adapt-steps", steps)
+        captured = capsys.readouterr()
+        assert code == 0, captured.err
+        assert ("adapting" in captured.err) == (steps != "0")
+        pngs = sorted((out / "masks").glob("*.png"))
+        assert len(pngs) == 4
+        results[steps] = [np.asarray(Image.open(p)) == 1 for p in pngs]
+    for masks in results.values():
+        assert all(0 < m.sum() < m.size for m in masks)
+        # a real accuracy check on frames after the prompt (loose: 128 px input)
+        assert np.mean([_iou(m, t) for m, t in zip(masks[1:], truth[1:])]) > 0.5
+    # the adapted copy is what tracked: its masks are not the plain model's
+    assert any((a != b).any() for a, b in zip(results["0"][1:], results["3"][1:]))
+
+
+@pytest.mark.parametrize("prompt, expected", [
+    (["--point", "400,200"], "object 1 needs --mask, not clicks or a box"),
+    (["--mask", "tiny"], "needs at least"),
+    (["--mask", "full", "--adapt-lr", "-1"], "learning rate must be > 0"),
+])
+def test_track_adapt_errors_are_one_line(davis_dir, tmp_path, capsys, prompt, expected):
+    dataset = copy_subset(davis_dir, tmp_path / "davis", (SEQUENCE,), 2)
+    frames = dataset / "JPEGImages" / "480p" / SEQUENCE
+    if prompt[0] == "--mask":
+        h, w = np.asarray(Image.open(frames / "00000.jpg")).shape[:2]
+        mask = np.zeros((h, w), np.uint8)
+        if prompt[1] == "tiny":
+            mask[10, 10] = 255
+        else:
+            mask[100:300, 200:500] = 255
+        Image.fromarray(mask).save(tmp_path / "mask.png")
+        prompt = ["--mask", str(tmp_path / "mask.png"), *prompt[2:]]
+    out = tmp_path / "out"
+    code = main(["track", str(frames), *prompt, "--adapt-steps", "2", "--model", "default", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and expected in err, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not out.exists()

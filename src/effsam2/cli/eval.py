@@ -14,15 +14,15 @@ import sys
 import time
 from pathlib import Path
 
+from effsam2.cli.adapt_args import add_adapt_options, adapt_settings
 from effsam2.cli.model_args import add_model_options
-from effsam2.dtypes import resolve_dtype
 from effsam2.errors import Effsam2Error
 from effsam2.eval.datasets import open_dataset
 from effsam2.eval.prompts import PROMPT_KINDS
 from effsam2.eval.report import format_markdown, write_json, write_results
 from effsam2.eval.scoring import score_dataset
 from effsam2.io.output import check_output_folder, fresh_staging_folder, staging_folder, swap_in
-from effsam2.train.adapt import AdaptSettings, adapt_to_sequence
+from effsam2.train.adapt import adapt_to_sequence
 
 __all__ = ["add_parser", "run"]
 
@@ -54,13 +54,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     model.add_argument("--prompt", choices=PROMPT_KINDS, default="mask",
                        help="first-frame prompt from the ground truth: mask (the semi-supervised protocol, "
                             "default), box (its bounding box) or click (one click at its deepest point)")
-    model.add_argument("--adapt-steps", type=int, default=0, metavar="N",
-                       help="first-frame adaptation: before tracking a sequence, fine-tune a copy of the model "
-                            "(not its trunk) for N steps on synthetic clips made from the prompt frame and its "
-                            f"mask (needs --prompt mask; default 0: the model as it is; {AdaptSettings.steps} is "
-                            "the setting measured in docs/models.md, about 4 s a step at 384 px on a 2-core CPU)")
-    model.add_argument("--adapt-lr", type=float, default=AdaptSettings.lr, metavar="LR",
-                       help=f"learning rate of --adapt-steps (default {AdaptSettings.lr:g})")
+    add_adapt_options(model, "the first-frame prompt and its mask (needs --prompt mask)")
     parser.add_argument("--out", metavar="DIR", help="write results.json, results.csv, results.md (and with "
                         "--model the predictions) here; the folder is written whole when the run completes")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out whole")
@@ -74,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     if (args.predictions is None) == (args.model is None):
         raise Effsam2Error("give either --predictions DIR (score existing masks) or --model NAME (run a model)")
     if args.model is not None:
-        _adapt_settings(args, "fp32").check()
+        adapt_settings(args)  # checked before anything is read or written
         if args.adapt_steps and args.prompt != "mask":
             raise Effsam2Error(f"--adapt-steps adapts the model to the first-frame mask: it needs --prompt mask, "
                                f"not --prompt {args.prompt}")
@@ -118,17 +112,11 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _adapt_settings(args: argparse.Namespace, dtype: str) -> AdaptSettings:
-    return AdaptSettings(steps=args.adapt_steps, lr=args.adapt_lr, dtype=dtype)
-
-
 def _prepare(args: argparse.Namespace, model):
     """What eval hands its run for each sequence: none, or first-frame adaptation (``--adapt-steps``)."""
     if not args.adapt_steps:
         return None
-    # training runs in bf16 wherever the hardware has it, whatever dtype the model tracks in
-    settings = _adapt_settings(args, resolve_dtype("auto", model.device))
-    return functools.partial(adapt_to_sequence, s=settings)
+    return functools.partial(adapt_to_sequence, s=adapt_settings(args, model.device))
 
 
 def _accel_list(args: argparse.Namespace) -> list[str]:

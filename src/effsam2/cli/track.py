@@ -9,14 +9,18 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from effsam2.cli.adapt_args import add_adapt_options, adapt_settings
 from effsam2.cli.model_args import add_model_options, build_model_from_args, check_model_args, describe_dtype
 from effsam2.cli.prompt_args import ObjectPrompt, add_prompt_options, collect_prompts
+from effsam2.configs import ModelConfig
 from effsam2.errors import Effsam2Error, PromptError
 from effsam2.io.frames import FrameSource, open_frames
 from effsam2.io.output import OutputWriter, check_object_id, check_output_folder, parse_formats
 from effsam2.io.png_labels import read_binary_mask
 from effsam2.predictor.prompts import check_frame_index, points_to_model_space
 from effsam2.predictor.video import VideoPredictor
+from effsam2.train.adapt import adapt_to_prompt, prompt_video
+from effsam2.train.vos_data import TrainVideo
 
 HELP = """Segment and track prompted objects through a video and write their masks.
 
@@ -38,12 +42,13 @@ def add_parser(subparsers) -> None:
                    "(and as many before it when it is not frame 0); the overlay video then shows only the "
                    "tracked frames")
     add_model_options(p)
+    add_adapt_options(p, "the prompt frames and their masks (needs every object prompted by --mask)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_prompt_options(p)
     p.set_defaults(func=run)
 
 
-def _validate(args) -> tuple[list[ObjectPrompt], tuple[str, ...]]:
+def _validate(args) -> tuple[list[ObjectPrompt], tuple[str, ...], ModelConfig]:
     """The options that need neither the video nor the model."""
     formats = parse_formats(args.format)
     check_output_folder(args.out, args.overwrite)
@@ -52,7 +57,14 @@ def _validate(args) -> tuple[list[ObjectPrompt], tuple[str, ...]]:
     print(f"effsam2 track: {config.name} at {config.image_size}px on {args.device}, {describe_dtype(args, config)}")
     if args.max_frames is not None and args.max_frames < 1:
         raise PromptError(f"--max-frames must be >= 1, got {args.max_frames}")
-    return collect_prompts(args), formats
+    adapt_settings(args)
+    prompts = collect_prompts(args)
+    if args.adapt_steps:
+        for p in prompts:
+            if p.mask is None:
+                raise PromptError(f"--adapt-steps adapts the model to the prompt masks: object {p.obj_id} needs "
+                                  "--mask, not clicks or a box")
+    return prompts, formats, config
 
 
 def _clicks(p: ObjectPrompt) -> tuple[list | None, list | None]:
@@ -97,12 +109,43 @@ def _apply_prompts(predictor: VideoPredictor, state, prompts: list[ObjectPrompt]
             predictor.add_new_points_or_box(state, p.frame, p.obj_id, points=points, labels=labels, box=p.box)
 
 
+def _adaptation_videos(args, prompts: list[ObjectPrompt], masks: list[np.ndarray | None], frames: FrameSource,
+                       image_size: int) -> list[TrainVideo]:
+    """With --adapt-steps, each mask prompt as a one-frame training video (checked before the model is
+    built: a mask too small to learn from is refused here)."""
+    if not args.adapt_steps:
+        return []
+    videos = []
+    for p, mask in zip(prompts, masks):
+        try:
+            videos.append(prompt_video(f"object {p.obj_id}", frames.get(p.frame), mask, image_size))
+        except Effsam2Error as err:
+            raise PromptError(f"object {p.obj_id} (frame {p.frame}): {err}") from None
+    return videos
+
+
+def _adapt(args, model, videos: list[TrainVideo]):
+    """The model fine-tuned on ``videos`` (a copy), with a progress bar showing the loss."""
+    settings = adapt_settings(args, model.device)
+    with tqdm(total=settings.steps, desc="adapting", unit="step", disable=args.no_progress,
+              file=sys.stderr) as bar:
+        def on_step(step: int, loss: float) -> None:
+            bar.set_postfix(loss=f"{loss:.3f}")
+            bar.update(1)
+
+        return adapt_to_prompt(model, videos, settings, on_step=on_step).model
+
+
 def run(args) -> int:
-    prompts, formats = _validate(args)
+    prompts, formats, config = _validate(args)
     frames = open_frames(args.video)  # a missing, empty or corrupt video fails here, before any output
     try:
         masks = _validate_prompts(prompts, formats, frames)
-        predictor = VideoPredictor(build_model_from_args(args, "track"))
+        videos = _adaptation_videos(args, prompts, masks, frames, config.image_size)
+        model = build_model_from_args(args, "track")
+        if videos:
+            model = _adapt(args, model, videos)
+        predictor = VideoPredictor(model)
         state = predictor.init_state(frames)
         _apply_prompts(predictor, state, prompts, masks)
         _track_and_write(args, predictor, state, prompts, formats, frames)

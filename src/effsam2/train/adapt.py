@@ -13,6 +13,7 @@ the same adapted weights.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -90,9 +91,11 @@ class Adapted:
     losses: list[float] = field(default_factory=list)  # the training loss of each step
 
 
-def adapt_to_prompt(model: SAM2Model, videos: list[TrainVideo], s: AdaptSettings) -> Adapted:
+def adapt_to_prompt(model: SAM2Model, videos: list[TrainVideo], s: AdaptSettings,
+                    on_step: Callable[[int, float], None] | None = None) -> Adapted:
     """A copy of ``model`` fine-tuned on the prompt frames ``videos`` (one object each, see
-    :func:`prompt_video`); ``model`` itself is left as it was."""
+    :func:`prompt_video`); ``model`` itself is left as it was. ``on_step(step, loss)`` is called after
+    each step (a progress bar)."""
     s.check()
     if s.steps == 0:
         return Adapted(model)
@@ -120,6 +123,8 @@ def adapt_to_prompt(model: SAM2Model, videos: list[TrainVideo], s: AdaptSettings
             torch.nn.utils.clip_grad_norm_(params, s.grad_clip)
             optimizer.step()
             losses.append(float(loss.total.detach()))
+            if on_step is not None:
+                on_step(step, losses[-1])
     return Adapted(adapted.eval(), losses)
 
 

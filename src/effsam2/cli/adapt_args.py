@@ -1,0 +1,29 @@
+"""``--adapt-steps`` / ``--adapt-lr``: first-frame adaptation options shared by ``effsam2 eval`` and
+``effsam2 track`` (the work itself is :mod:`effsam2.train.adapt`)."""
+
+from __future__ import annotations
+
+import argparse
+
+from effsam2.dtypes import resolve_dtype
+from effsam2.train.adapt import AdaptSettings
+
+
+def add_adapt_options(group, what: str) -> None:
+    """Add the two options; ``what`` names the mask the model is adapted to (for the help text)."""
+    group.add_argument("--adapt-steps", type=int, default=0, metavar="N",
+                       help=f"first-frame adaptation: before tracking, fine-tune a copy of the model (not its "
+                            f"trunk) for N steps on synthetic clips made from {what} (default 0: the model as "
+                            f"it is; {AdaptSettings.steps} and 100 are the settings measured in docs/models.md, "
+                            "about 4 s a step at 384 px on a 2-core CPU)")
+    group.add_argument("--adapt-lr", type=float, default=AdaptSettings.lr, metavar="LR",
+                       help=f"learning rate of --adapt-steps (default {AdaptSettings.lr:g})")
+
+
+def adapt_settings(args: argparse.Namespace, device=None) -> AdaptSettings:
+    """The settings the options ask for, checked (one-line errors). With a ``device``, adaptation runs in
+    bf16 wherever that hardware has it, whatever dtype the model tracks in; without one, fp32."""
+    dtype = "fp32" if device is None else resolve_dtype("auto", device)
+    settings = AdaptSettings(steps=args.adapt_steps, lr=args.adapt_lr, dtype=dtype)
+    settings.check()
+    return settings
