@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from effsam2.cli.adapt_args import add_adapt_options, adapt_settings
+from effsam2.cli.adapt_args import adapt_settings, add_adapt_options
 from effsam2.cli.model_args import add_model_options
 from effsam2.errors import Effsam2Error
 from effsam2.eval.datasets import open_dataset

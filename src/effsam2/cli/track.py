@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from effsam2.cli.adapt_args import add_adapt_options, adapt_settings
+from effsam2.cli.adapt_args import adapt_settings, add_adapt_options
 from effsam2.cli.model_args import add_model_options, build_model_from_args, check_model_args, describe_dtype
 from effsam2.cli.prompt_args import ObjectPrompt, add_prompt_options, collect_prompts
 from effsam2.configs import ModelConfig

@@ -39,8 +39,8 @@ class AdaptSettings:
     """How a model is adapted to its prompt; the defaults are the ones chosen on held-out training
     sequences (docs/models.md)."""
 
-    steps: int = 40
-    lr: float = 1e-4
+    steps: int = 100
+    lr: float = 2e-4
     batch_size: int = 2  # clips per step
     clip_frames: int = 4  # frames per clip, the prompt frame first
     grad_clip: float = 1.0
