@@ -103,6 +103,7 @@ def test_eval_adapts_each_sequence(davis_dir, tmp_path, capsys):
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "adapting to each sequence's first-frame masks, 2 steps" in captured.err
+    assert f"adapting to {SEQUENCE}" in captured.err and "loss=" in captured.err  # the per-step bar
     pngs = sorted((out / "predictions" / SEQUENCE).glob("*.png"))
     assert len(pngs) == 4
     masks = [np.asarray(Image.open(p)) == 1 for p in pngs]
@@ -143,6 +144,7 @@ def test_track_adapts_to_the_mask_prompt(davis_dir, tmp_path, capsys):
         captured = capsys.readouterr()
         assert code == 0, captured.err
         assert ("adapting" in captured.err) == (steps != "0")
+        assert ("loss=" in captured.err) == (steps != "0")  # the bar shows the running loss
         pngs = sorted((out / "masks").glob("*.png"))
         assert len(pngs) == 4
         results[steps] = [np.asarray(Image.open(p)) == 1 for p in pngs]

@@ -4,6 +4,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import sys
+from collections.abc import Callable, Iterator
+
+from tqdm import tqdm
 
 from effsam2.dtypes import resolve_dtype
 from effsam2.train.adapt import AdaptSettings
@@ -27,3 +32,16 @@ def adapt_settings(args: argparse.Namespace, device=None) -> AdaptSettings:
     settings = AdaptSettings(steps=args.adapt_steps, lr=args.adapt_lr, dtype=dtype)
     settings.check()
     return settings
+
+
+@contextlib.contextmanager
+def adapt_progress(steps: int, label: str = "adapting", disable: bool = False,
+                   leave: bool = True) -> Iterator[Callable[[int, float], None]]:
+    """A progress bar over the adaptation steps; yields the ``on_step(step, loss)`` that advances it and
+    shows the running loss."""
+    with tqdm(total=steps, desc=label, unit="step", disable=disable, leave=leave, file=sys.stderr) as bar:
+        def on_step(step: int, loss: float) -> None:
+            bar.set_postfix(loss=f"{loss:.3f}")
+            bar.update(1)
+
+        yield on_step

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import shutil
 import sys
 import time
 from pathlib import Path
 
-from effsam2.cli.adapt_args import adapt_settings, add_adapt_options
+from effsam2.cli.adapt_args import adapt_progress, adapt_settings, add_adapt_options
 from effsam2.cli.model_args import add_model_options
 from effsam2.errors import Effsam2Error
 from effsam2.eval.datasets import open_dataset
@@ -116,7 +115,13 @@ def _prepare(args: argparse.Namespace, model):
     """What eval hands its run for each sequence: none, or first-frame adaptation (``--adapt-steps``)."""
     if not args.adapt_steps:
         return None
-    return functools.partial(adapt_to_sequence, s=adapt_settings(args, model.device))
+    settings = adapt_settings(args, model.device)
+
+    def adapted(model, seq):
+        with adapt_progress(settings.steps, f"adapting to {seq.name}", leave=False) as on_step:
+            return adapt_to_sequence(model, seq, settings, on_step=on_step)
+
+    return adapted
 
 
 def _accel_list(args: argparse.Namespace) -> list[str]:

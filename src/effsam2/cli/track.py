@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from effsam2.cli.adapt_args import adapt_settings, add_adapt_options
+from effsam2.cli.adapt_args import adapt_progress, adapt_settings, add_adapt_options
 from effsam2.cli.model_args import add_model_options, build_model_from_args, check_model_args, describe_dtype
 from effsam2.cli.prompt_args import ObjectPrompt, add_prompt_options, collect_prompts
 from effsam2.configs import ModelConfig
@@ -127,12 +127,7 @@ def _adaptation_videos(args, prompts: list[ObjectPrompt], masks: list[np.ndarray
 def _adapt(args, model, videos: list[TrainVideo]):
     """The model fine-tuned on ``videos`` (a copy), with a progress bar showing the loss."""
     settings = adapt_settings(args, model.device)
-    with tqdm(total=settings.steps, desc="adapting", unit="step", disable=args.no_progress,
-              file=sys.stderr) as bar:
-        def on_step(step: int, loss: float) -> None:
-            bar.set_postfix(loss=f"{loss:.3f}")
-            bar.update(1)
-
+    with adapt_progress(settings.steps, disable=args.no_progress) as on_step:
         return adapt_to_prompt(model, videos, settings, on_step=on_step).model
 
 

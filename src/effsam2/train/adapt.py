@@ -128,9 +128,10 @@ def adapt_to_prompt(model: SAM2Model, videos: list[TrainVideo], s: AdaptSettings
     return Adapted(adapted.eval(), losses)
 
 
-def adapt_to_sequence(model: SAM2Model, seq: VOSSequence, s: AdaptSettings) -> SAM2Model:
+def adapt_to_sequence(model: SAM2Model, seq: VOSSequence, s: AdaptSettings,
+                      on_step: Callable[[int, float], None] | None = None) -> SAM2Model:
     """``model`` adapted to a dataset sequence's prompts: each object's first annotated frame and mask
-    (what the semi-supervised protocol prompts with)."""
+    (what the semi-supervised protocol prompts with); ``on_step`` as in :func:`adapt_to_prompt`."""
     if s.steps == 0:
         return model
     videos = []
@@ -144,4 +145,4 @@ def adapt_to_sequence(model: SAM2Model, seq: VOSSequence, s: AdaptSettings) -> S
         frame, frame_hw = read_rgb(path, model.image_size)
         videos.append(_one_frame_video(f"{seq.name} object {obj_id}", frame, frame_hw,
                                        seq.gt_masks(annotated[0])[obj_id]))
-    return adapt_to_prompt(model, videos, s).model
+    return adapt_to_prompt(model, videos, s, on_step=on_step).model
