@@ -117,9 +117,9 @@ def _prepare(args: argparse.Namespace, model):
         return None
     settings = adapt_settings(args, model.device)
 
-    def adapted(model, seq):
+    def adapted(unadapted, seq):
         with adapt_progress(settings.steps, f"adapting to {seq.name}", leave=False) as on_step:
-            return adapt_to_sequence(model, seq, settings, on_step=on_step)
+            return adapt_to_sequence(unadapted, seq, settings, on_step=on_step)
 
     return adapted
 
