@@ -75,11 +75,31 @@ def test_adaptation_lowers_the_loss_and_leaves_the_model_alone(model, prompt):
     assert all(torch.equal(again[k], new_state[k]) for k in new_state)
 
 
+def test_trunk_blocks_adapts_only_the_trunk_tail(model, prompt):
+    before_state = {k: v.clone() for k, v in model.state_dict().items()}
+    blocks = len(model.image_encoder.trunk._blocks)
+    settings = AdaptSettings(steps=2, lr=1e-3, batch_size=1, clip_frames=3, dtype="fp32", trunk_blocks=2)
+    adapted = adapt_to_prompt(model, [prompt], settings).model
+    new_state = adapted.state_dict()
+    tail = (f"image_encoder.trunk._blocks.{blocks - 2}.", f"image_encoder.trunk._blocks.{blocks - 1}.")
+    changed = {k for k in new_state if k.startswith("image_encoder.trunk.")
+               and not torch.equal(new_state[k], before_state[k])}
+    # the two last blocks' weights move; nothing else in the trunk does, batch norm statistics included
+    assert changed and all(k.startswith(tail) for k in changed), sorted(changed)
+    assert not any(k.endswith(("running_mean", "running_var")) for k in changed)
+    assert any(k.startswith(tail[0]) for k in changed) and any(k.startswith(tail[1]) for k in changed)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before_state[key]), key
+    assert all(not p.requires_grad for p in model.image_encoder.trunk.parameters())
+
+
 @pytest.mark.parametrize("settings, expected", [
     (AdaptSettings(steps=-1), "steps must be >= 0"),
     (AdaptSettings(lr=0.0), "learning rate must be > 0"),
     (AdaptSettings(clip_frames=1), ">= 2 frames"),
     (AdaptSettings(dtype="fp16"), "bf16 or fp32"),
+    (AdaptSettings(trunk_blocks=-1), "trunk blocks must be >= 0"),
+    (AdaptSettings(trunk_blocks=99), "the trunk has 16"),
 ])
 def test_bad_settings_are_refused(model, prompt, settings, expected):
     with pytest.raises(Effsam2Error, match=expected):
@@ -115,12 +135,17 @@ def test_eval_adapts_each_sequence(davis_dir, tmp_path, capsys):
     (["--adapt-steps", "5", "--prompt", "box"], "--adapt-steps adapts the model to the first-frame mask"),
     (["--adapt-steps", "-2"], "steps must be >= 0"),
     (["--adapt-steps", "5", "--adapt-lr", "0"], "learning rate must be > 0"),
+    (["--adapt-steps", "5", "--adapt-trunk-blocks", "-1"], "trunk blocks must be >= 0"),
+    (["--adapt-steps", "5", "--adapt-trunk-blocks", "17", "--sequences", SEQUENCE], "the trunk has 16"),
 ])
 def test_eval_adapt_errors_are_one_line(davis_dir, tmp_path, capsys, extra, expected):
     code = main(["eval", "--dataset", str(davis_dir), "--model", "default", "--out", str(tmp_path / "out"), *extra])
     err = capsys.readouterr().err
     assert code == 2 and expected in err, err
-    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    # one error line, the last; a check that needs the built model follows eval's what-runs lines
+    lines = err.strip().splitlines()
+    assert "Traceback" not in err and expected in lines[-1]
+    assert [line for line in lines if "error" in line] == lines[-1:]
     assert not (tmp_path / "out").exists()
 
 
@@ -157,6 +182,7 @@ def test_track_adapts_to_the_mask_prompt(davis_dir, tmp_path, capsys):
     (["--point", "400,200"], "object 1 needs --mask, not clicks or a box"),
     (["--mask", "tiny"], "needs at least"),
     (["--mask", "full", "--adapt-lr", "-1"], "learning rate must be > 0"),
+    (["--mask", "full", "--adapt-trunk-blocks", "17"], "the trunk has 16"),
 ])
 def test_track_adapt_errors_are_one_line(davis_dir, tmp_path, capsys, prompt, expected):
     dataset = copy_subset(davis_dir, tmp_path / "davis", (SEQUENCE,), 2)

@@ -17,19 +17,23 @@ from effsam2.train.adapt import AdaptSettings
 def add_adapt_options(group, what: str) -> None:
     """Add the two options; ``what`` names the mask the model is adapted to (for the help text)."""
     group.add_argument("--adapt-steps", type=int, default=0, metavar="N",
-                       help=f"first-frame adaptation: before tracking, fine-tune a copy of the model (not its "
-                            f"trunk) for N steps on synthetic clips made from {what} (default 0: the model as "
+                       help=f"first-frame adaptation: before tracking, fine-tune a copy of the model (its "
+                            f"trunk frozen) for N steps on synthetic clips made from {what} (default 0: the model as "
                             f"it is; {AdaptSettings.steps} is the setting chosen in docs/models.md, about 2 s a step "
                             "at 384 px on a 2-core CPU)")
     group.add_argument("--adapt-lr", type=float, default=AdaptSettings.lr, metavar="LR",
                        help=f"learning rate of --adapt-steps (default {AdaptSettings.lr:g})")
+    group.add_argument("--adapt-trunk-blocks", type=int, default=AdaptSettings.trunk_blocks, metavar="N",
+                       help="--adapt-steps also fine-tunes the last N blocks of the image trunk (default "
+                            f"{AdaptSettings.trunk_blocks}: the trunk stays frozen)")
 
 
 def adapt_settings(args: argparse.Namespace, device=None) -> AdaptSettings:
     """The settings the options ask for, checked (one-line errors). With a ``device``, adaptation runs in
     bf16 wherever that hardware has it, whatever dtype the model tracks in; without one, fp32."""
     dtype = "fp32" if device is None else resolve_dtype("auto", device)
-    settings = AdaptSettings(steps=args.adapt_steps, lr=args.adapt_lr, dtype=dtype)
+    settings = AdaptSettings(steps=args.adapt_steps, lr=args.adapt_lr, dtype=dtype,
+                             trunk_blocks=args.adapt_trunk_blocks)
     settings.check()
     return settings
 

@@ -21,7 +21,7 @@ from effsam2.eval.prompts import PROMPT_KINDS
 from effsam2.eval.report import format_markdown, write_json, write_results
 from effsam2.eval.scoring import score_dataset
 from effsam2.io.output import check_output_folder, fresh_staging_folder, staging_folder, swap_in
-from effsam2.train.adapt import adapt_to_sequence
+from effsam2.train.adapt import adapt_to_sequence, trunk_tail
 
 __all__ = ["add_parser", "run"]
 
@@ -116,6 +116,7 @@ def _prepare(args: argparse.Namespace, model):
     if not args.adapt_steps:
         return None
     settings = adapt_settings(args, model.device)
+    trunk_tail(model, settings.trunk_blocks)  # a trunk too shallow fails here, before any sequence is run
 
     def adapted(unadapted, seq):
         with adapt_progress(settings.steps, f"adapting to {seq.name}", leave=False) as on_step:
@@ -191,6 +192,7 @@ def _run_model(args: argparse.Namespace, dataset, sequences: list[str] | None, s
     model = build_model_from_args(args, "eval")
     if args.adapt_steps:
         print(f"effsam2 eval: adapting to each sequence's first-frame masks, {args.adapt_steps} steps at lr "
-              f"{args.adapt_lr:g}", file=sys.stderr)
+              f"{args.adapt_lr:g}" + (f", the last {args.adapt_trunk_blocks} trunk blocks too" if args.adapt_trunk_blocks
+                                     else ""), file=sys.stderr)
     return predict_dataset(model, dataset, names, staging / "predictions", prompt=args.prompt,
                            prepare=_prepare(args, model))

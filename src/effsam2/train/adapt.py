@@ -3,7 +3,8 @@
 OSVOS's idea applied to a SAM 2-style tracker: the one annotated frame becomes synthetic clips (the
 object moved along a random affine path over its own frame, then zoom-crop, flip and colour jitter;
 ``clip_sampler``'s synthetic clips with no occluder, no distractor, no disappearance), and the trained
-parts of the model (never its image trunk) take a few AdamW steps of the training loss on them, the first
+parts of the model (and, with ``trunk_blocks``, the last blocks of its image trunk, batch norm statistics
+kept) take a few AdamW steps of the training loss on them, the first
 frame prompted by that mask. The model handed in is never changed; ``steps == 0`` returns it as it is.
 
 Everything is drawn from generators seeded by (``seed``, step): the same frame, mask and settings give
@@ -46,6 +47,7 @@ class AdaptSettings:
     grad_clip: float = 1.0
     seed: int = 0
     dtype: str = "bf16"  # autocast during adaptation: bf16 or fp32
+    trunk_blocks: int = 0  # the last N blocks of the image trunk are adapted too (0: the trunk stays frozen)
 
     def check(self) -> None:
         """One-line errors for settings that cannot run."""
@@ -56,6 +58,8 @@ class AdaptSettings:
         if self.batch_size < 1 or self.clip_frames < 2:
             raise Effsam2Error(f"adaptation needs a batch of >= 1 clip of >= 2 frames, got {self.batch_size} "
                                f"x {self.clip_frames}")
+        if self.trunk_blocks < 0:
+            raise Effsam2Error(f"adapted trunk blocks must be >= 0, got {self.trunk_blocks}")
         if self.dtype not in ("bf16", "fp32"):
             raise Effsam2Error(f"adaptation dtype must be bf16 or fp32, got {self.dtype}")
 
@@ -103,6 +107,8 @@ def adapt_to_prompt(model: SAM2Model, videos: list[TrainVideo], s: AdaptSettings
         raise Effsam2Error("adaptation needs at least one prompted object")
     adapted = copy.deepcopy(model)
     adapted.image_encoder.trunk.requires_grad_(False)
+    for block in trunk_tail(adapted, s.trunk_blocks):
+        block.requires_grad_(True)
     params = [p for p in adapted.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=s.lr, weight_decay=0.0)
     clips = replace(ADAPT_CLIPS, frames=s.clip_frames)
@@ -126,6 +132,23 @@ def adapt_to_prompt(model: SAM2Model, videos: list[TrainVideo], s: AdaptSettings
             if on_step is not None:
                 on_step(step, losses[-1])
     return Adapted(adapted.eval(), losses)
+
+
+def trunk_tail(model: SAM2Model, n: int) -> list[torch.nn.Module]:
+    """The last ``n`` blocks of the model's image trunk (a one-line error past the trunk's depth or for a
+    trunk without a block list)."""
+    if n == 0:
+        return []
+    trunk = model.image_encoder.trunk
+    blocks = getattr(trunk, "_blocks", None)
+    if blocks is None:
+        blocks = getattr(trunk, "blocks", None)
+    if not isinstance(blocks, torch.nn.ModuleList):
+        raise Effsam2Error(f"adapting trunk blocks needs a trunk with a list of blocks; "
+                           f"{type(trunk).__name__} has none")
+    if n > len(blocks):
+        raise Effsam2Error(f"cannot adapt the last {n} trunk blocks: the trunk has {len(blocks)}")
+    return list(blocks[len(blocks) - n:])
 
 
 def adapt_to_sequence(model: SAM2Model, seq: VOSSequence, s: AdaptSettings,
