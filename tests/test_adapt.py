@@ -55,7 +55,7 @@ def test_zero_steps_is_the_model_itself(model, prompt):
 def test_adaptation_lowers_the_loss_and_leaves_the_model_alone(model, prompt):
     before_state = {k: v.clone() for k, v in model.state_dict().items()}
     before = _fixed_loss(model, prompt)
-    settings = AdaptSettings(steps=6, lr=1e-3, batch_size=1, clip_frames=3, dtype="fp32")
+    settings = AdaptSettings(steps=6, lr=1e-3, batch_size=1, clip_frames=3, dtype="fp32", trunk_blocks=0)
     adapted = adapt_to_prompt(model, [prompt], settings)
     assert adapted.model is not model and len(adapted.losses) == 6
     assert np.isfinite(adapted.losses).all()
@@ -75,19 +75,21 @@ def test_adaptation_lowers_the_loss_and_leaves_the_model_alone(model, prompt):
     assert all(torch.equal(again[k], new_state[k]) for k in new_state)
 
 
-def test_trunk_blocks_adapts_only_the_trunk_tail(model, prompt):
+@pytest.mark.parametrize("trunk_blocks", [2, None])
+def test_trunk_blocks_adapts_only_the_trunk_tail(model, prompt, trunk_blocks):
     before_state = {k: v.clone() for k, v in model.state_dict().items()}
     blocks = len(model.image_encoder.trunk._blocks)
-    settings = AdaptSettings(steps=2, lr=1e-3, batch_size=1, clip_frames=3, dtype="fp32", trunk_blocks=2)
+    settings = AdaptSettings(steps=2, lr=1e-3, batch_size=1, clip_frames=3, dtype="fp32", trunk_blocks=trunk_blocks)
     adapted = adapt_to_prompt(model, [prompt], settings).model
     new_state = adapted.state_dict()
-    tail = (f"image_encoder.trunk._blocks.{blocks - 2}.", f"image_encoder.trunk._blocks.{blocks - 1}.")
+    adapted_blocks = range(blocks - 2, blocks) if trunk_blocks else range(blocks)  # None: every block
+    tail = tuple(f"image_encoder.trunk._blocks.{b}." for b in adapted_blocks)
     changed = {k for k in new_state if k.startswith("image_encoder.trunk.")
                and not torch.equal(new_state[k], before_state[k])}
-    # the two last blocks' weights move; nothing else in the trunk does, batch norm statistics included
+    # the adapted blocks' weights move; nothing else in the trunk does (its stem, batch norm statistics)
     assert changed and all(k.startswith(tail) for k in changed), sorted(changed)
     assert not any(k.endswith(("running_mean", "running_var")) for k in changed)
-    assert any(k.startswith(tail[0]) for k in changed) and any(k.startswith(tail[1]) for k in changed)
+    assert all(any(k.startswith(block) for k in changed) for block in tail)
     for key, value in model.state_dict().items():
         assert torch.equal(value, before_state[key]), key
     assert all(not p.requires_grad for p in model.image_encoder.trunk.parameters())
@@ -146,6 +148,16 @@ def test_eval_adapt_errors_are_one_line(davis_dir, tmp_path, capsys, extra, expe
     lines = err.strip().splitlines()
     assert "Traceback" not in err and expected in lines[-1]
     assert [line for line in lines if "error" in line] == lines[-1:]
+    assert not (tmp_path / "out").exists()
+
+
+def test_trunk_blocks_option_takes_a_number_or_all(davis_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["eval", "--dataset", str(davis_dir), "--model", "default", "--adapt-steps", "5",
+              "--adapt-trunk-blocks", "some", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert err.strip().splitlines()[-1].endswith("expected a number of blocks or 'all', got 'some'"), err
     assert not (tmp_path / "out").exists()
 
 

@@ -1,4 +1,4 @@
-"""``--adapt-steps`` / ``--adapt-lr``: first-frame adaptation options shared by ``effsam2 eval`` and
+"""``--adapt-steps`` / ``--adapt-lr`` / ``--adapt-trunk-blocks``: first-frame adaptation options shared by ``effsam2 eval`` and
 ``effsam2 track`` (the work itself is :mod:`effsam2.train.adapt`)."""
 
 from __future__ import annotations
@@ -15,17 +15,33 @@ from effsam2.train.adapt import AdaptSettings
 
 
 def add_adapt_options(group, what: str) -> None:
-    """Add the two options; ``what`` names the mask the model is adapted to (for the help text)."""
+    """Add the three options; ``what`` names the mask the model is adapted to (for the help text)."""
     group.add_argument("--adapt-steps", type=int, default=0, metavar="N",
-                       help=f"first-frame adaptation: before tracking, fine-tune a copy of the model (its "
-                            f"trunk frozen) for N steps on synthetic clips made from {what} (default 0: the model as "
-                            f"it is; {AdaptSettings.steps} is the setting chosen in docs/models.md, about 2 s a step "
+                       help=f"first-frame adaptation: before tracking, fine-tune a copy of the model for "
+                            f"N steps on synthetic clips made from {what} (default 0: the model as "
+                            f"it is; {AdaptSettings.steps} is the setting chosen in docs/models.md, about 2.5 s a step "
                             "at 384 px on a 2-core CPU)")
     group.add_argument("--adapt-lr", type=float, default=AdaptSettings.lr, metavar="LR",
                        help=f"learning rate of --adapt-steps (default {AdaptSettings.lr:g})")
-    group.add_argument("--adapt-trunk-blocks", type=int, default=AdaptSettings.trunk_blocks, metavar="N",
-                       help="--adapt-steps also fine-tunes the last N blocks of the image trunk (default "
-                            f"{AdaptSettings.trunk_blocks}: the trunk stays frozen)")
+    group.add_argument("--adapt-trunk-blocks", type=_trunk_blocks, default=AdaptSettings.trunk_blocks,
+                       metavar="N|all", help="the image trunk's blocks --adapt-steps fine-tunes too: the last N "
+                                             "(0: the trunk stays frozen) or all (the default; its stem stays "
+                                             "frozen)")
+
+
+def _trunk_blocks(text: str) -> int | None:
+    """``all`` -> None (every trunk block), else the integer N."""
+    if text == "all":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of blocks or 'all', got {text!r}") from None
+
+
+def describe_trunk_blocks(n: int | None) -> str:
+    """Which trunk blocks are adapted, in words."""
+    return {None: "every trunk block too", 0: "the trunk frozen"}.get(n, f"the last {n} trunk blocks too")
 
 
 def adapt_settings(args: argparse.Namespace, device=None) -> AdaptSettings:

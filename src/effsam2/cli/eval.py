@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from effsam2.cli.adapt_args import adapt_progress, adapt_settings, add_adapt_options
+from effsam2.cli.adapt_args import adapt_progress, adapt_settings, add_adapt_options, describe_trunk_blocks
 from effsam2.cli.model_args import add_model_options
 from effsam2.errors import Effsam2Error
 from effsam2.eval.datasets import open_dataset
@@ -192,7 +192,6 @@ def _run_model(args: argparse.Namespace, dataset, sequences: list[str] | None, s
     model = build_model_from_args(args, "eval")
     if args.adapt_steps:
         print(f"effsam2 eval: adapting to each sequence's first-frame masks, {args.adapt_steps} steps at lr "
-              f"{args.adapt_lr:g}" + (f", the last {args.adapt_trunk_blocks} trunk blocks too" if args.adapt_trunk_blocks
-                                     else ""), file=sys.stderr)
+              f"{args.adapt_lr:g}, {describe_trunk_blocks(args.adapt_trunk_blocks)}", file=sys.stderr)
     return predict_dataset(model, dataset, names, staging / "predictions", prompt=args.prompt,
                            prepare=_prepare(args, model))

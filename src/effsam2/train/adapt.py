@@ -3,8 +3,8 @@
 OSVOS's idea applied to a SAM 2-style tracker: the one annotated frame becomes synthetic clips (the
 object moved along a random affine path over its own frame, then zoom-crop, flip and colour jitter;
 ``clip_sampler``'s synthetic clips with no occluder, no distractor, no disappearance), and the trained
-parts of the model (and, with ``trunk_blocks``, the last blocks of its image trunk, batch norm statistics
-kept) take a few AdamW steps of the training loss on them, the first
+parts of the model and the blocks of its image trunk (all by default, the last ``trunk_blocks`` or none;
+the trunk's stem and batch norm statistics stay as they are) take a few AdamW steps of the training loss on them, the first
 frame prompted by that mask. The model handed in is never changed; ``steps == 0`` returns it as it is.
 
 Everything is drawn from generators seeded by (``seed``, step): the same frame, mask and settings give
@@ -47,7 +47,7 @@ class AdaptSettings:
     grad_clip: float = 1.0
     seed: int = 0
     dtype: str = "bf16"  # autocast during adaptation: bf16 or fp32
-    trunk_blocks: int = 0  # the last N blocks of the image trunk are adapted too (0: the trunk stays frozen)
+    trunk_blocks: int | None = None  # the last N trunk blocks are adapted too; None: all of them, 0: none
 
     def check(self) -> None:
         """One-line errors for settings that cannot run."""
@@ -58,7 +58,7 @@ class AdaptSettings:
         if self.batch_size < 1 or self.clip_frames < 2:
             raise Effsam2Error(f"adaptation needs a batch of >= 1 clip of >= 2 frames, got {self.batch_size} "
                                f"x {self.clip_frames}")
-        if self.trunk_blocks < 0:
+        if self.trunk_blocks is not None and self.trunk_blocks < 0:
             raise Effsam2Error(f"adapted trunk blocks must be >= 0, got {self.trunk_blocks}")
         if self.dtype not in ("bf16", "fp32"):
             raise Effsam2Error(f"adaptation dtype must be bf16 or fp32, got {self.dtype}")
@@ -134,9 +134,9 @@ def adapt_to_prompt(model: SAM2Model, videos: list[TrainVideo], s: AdaptSettings
     return Adapted(adapted.eval(), losses)
 
 
-def trunk_tail(model: SAM2Model, n: int) -> list[torch.nn.Module]:
-    """The last ``n`` blocks of the model's image trunk (a one-line error past the trunk's depth or for a
-    trunk without a block list)."""
+def trunk_tail(model: SAM2Model, n: int | None) -> list[torch.nn.Module]:
+    """The last ``n`` blocks of the model's image trunk, all of them for ``None`` (a one-line error past
+    the trunk's depth or for a trunk without a block list)."""
     if n == 0:
         return []
     trunk = model.image_encoder.trunk
@@ -146,6 +146,8 @@ def trunk_tail(model: SAM2Model, n: int) -> list[torch.nn.Module]:
     if not isinstance(blocks, torch.nn.ModuleList):
         raise Effsam2Error(f"adapting trunk blocks needs a trunk with a list of blocks; "
                            f"{type(trunk).__name__} has none")
+    if n is None:
+        return list(blocks)
     if n > len(blocks):
         raise Effsam2Error(f"cannot adapt the last {n} trunk blocks: the trunk has {len(blocks)}")
     return list(blocks[len(blocks) - n:])
