@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +11,7 @@ from PIL import Image
 
 import effsam2
 from effsam2.cli import main
+from effsam2.cli.adapt_args import add_adapt_options
 from effsam2.errors import Effsam2Error
 from effsam2.eval.metrics import region_similarity
 from effsam2.train.adapt import ADAPT_CLIPS, ADAPT_PROMPTS, AdaptSettings, adapt_to_prompt, prompt_video
@@ -55,7 +58,7 @@ def test_zero_steps_is_the_model_itself(model, prompt):
 def test_adaptation_lowers_the_loss_and_leaves_the_model_alone(model, prompt):
     before_state = {k: v.clone() for k, v in model.state_dict().items()}
     before = _fixed_loss(model, prompt)
-    settings = AdaptSettings(steps=6, lr=1e-3, batch_size=1, clip_frames=3, dtype="fp32", trunk_blocks=0)
+    settings = AdaptSettings(steps=6, lr=1e-3, batch_size=1, clip_frames=3, dtype="fp32")  # trunk frozen
     adapted = adapt_to_prompt(model, [prompt], settings)
     assert adapted.model is not model and len(adapted.losses) == 6
     assert np.isfinite(adapted.losses).all()
@@ -152,6 +155,11 @@ def test_eval_adapt_errors_are_one_line(davis_dir, tmp_path, capsys, extra, expe
 
 
 def test_trunk_blocks_option_takes_a_number_or_all(davis_dir, tmp_path, capsys):
+    parser = argparse.ArgumentParser()
+    add_adapt_options(parser, "a mask")
+    assert parser.parse_args([]).adapt_trunk_blocks == AdaptSettings.trunk_blocks == 0
+    assert parser.parse_args(["--adapt-trunk-blocks", "all"]).adapt_trunk_blocks is None
+    assert parser.parse_args(["--adapt-trunk-blocks", "3"]).adapt_trunk_blocks == 3
     with pytest.raises(SystemExit) as exit_info:
         main(["eval", "--dataset", str(davis_dir), "--model", "default", "--adapt-steps", "5",
               "--adapt-trunk-blocks", "some", "--out", str(tmp_path / "out")])

@@ -25,8 +25,8 @@ def add_adapt_options(group, what: str) -> None:
                        help=f"learning rate of --adapt-steps (default {AdaptSettings.lr:g})")
     group.add_argument("--adapt-trunk-blocks", type=_trunk_blocks, default=AdaptSettings.trunk_blocks,
                        metavar="N|all", help="the image trunk's blocks --adapt-steps fine-tunes too: the last N "
-                                             "(0: the trunk stays frozen) or all (the default; its stem stays "
-                                             "frozen)")
+                                             "(default 0: the trunk stays frozen) or all (its stem stays frozen); "
+                                             "adapting the trunk scored lower on DAVIS-2016 val, see docs/models.md")
 
 
 def _trunk_blocks(text: str) -> int | None:

@@ -3,8 +3,8 @@
 OSVOS's idea applied to a SAM 2-style tracker: the one annotated frame becomes synthetic clips (the
 object moved along a random affine path over its own frame, then zoom-crop, flip and colour jitter;
 ``clip_sampler``'s synthetic clips with no occluder, no distractor, no disappearance), and the trained
-parts of the model and the blocks of its image trunk (all by default, the last ``trunk_blocks`` or none;
-the trunk's stem and batch norm statistics stay as they are) take a few AdamW steps of the training loss on them, the first
+parts of the model (and, with ``trunk_blocks``, the last blocks of its image trunk or all of them; the
+trunk's stem and batch norm statistics stay as they are) take a few AdamW steps of the training loss on them, the first
 frame prompted by that mask. The model handed in is never changed; ``steps == 0`` returns it as it is.
 
 Everything is drawn from generators seeded by (``seed``, step): the same frame, mask and settings give
@@ -47,7 +47,7 @@ class AdaptSettings:
     grad_clip: float = 1.0
     seed: int = 0
     dtype: str = "bf16"  # autocast during adaptation: bf16 or fp32
-    trunk_blocks: int | None = None  # the last N trunk blocks are adapted too; None: all of them, 0: none
+    trunk_blocks: int | None = 0  # the last N trunk blocks are adapted too; 0: none (the trunk frozen), None: all
 
     def check(self) -> None:
         """One-line errors for settings that cannot run."""
