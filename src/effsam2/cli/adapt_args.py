@@ -19,7 +19,7 @@ def add_adapt_options(group, what: str) -> None:
     group.add_argument("--adapt-steps", type=int, default=0, metavar="N",
                        help=f"first-frame adaptation: before tracking, fine-tune a copy of the model for "
                             f"N steps on synthetic clips made from {what} (default 0: the model as "
-                            f"it is; {AdaptSettings.steps} is the setting chosen in docs/models.md, about 2.5 s a step "
+                            f"it is; {AdaptSettings.steps} is the setting chosen in docs/models.md, about 2 s a step "
                             "at 384 px on a 2-core CPU)")
     group.add_argument("--adapt-lr", type=float, default=AdaptSettings.lr, metavar="LR",
                        help=f"learning rate of --adapt-steps (default {AdaptSettings.lr:g})")
