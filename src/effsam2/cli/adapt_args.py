@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from tqdm import tqdm
 
 from effsam2.dtypes import resolve_dtype
-from effsam2.train.adapt import AdaptSettings
+from effsam2.train.adapt import AdaptSettings, trunk_tail
 
 
 def add_adapt_options(group, what: str) -> None:
@@ -44,13 +44,16 @@ def describe_trunk_blocks(n: int | None) -> str:
     return {None: "every trunk block too", 0: "the trunk frozen"}.get(n, f"the last {n} trunk blocks too")
 
 
-def adapt_settings(args: argparse.Namespace, device=None) -> AdaptSettings:
-    """The settings the options ask for, checked (one-line errors). With a ``device``, adaptation runs in
-    bf16 wherever that hardware has it, whatever dtype the model tracks in; without one, fp32."""
-    dtype = "fp32" if device is None else resolve_dtype("auto", device)
+def adapt_settings(args: argparse.Namespace, model=None) -> AdaptSettings:
+    """The settings the options ask for, checked (one-line errors). With the built ``model``, adaptation runs
+    in bf16 wherever its device has it, whatever dtype the model tracks in, and ``--adapt-trunk-blocks`` is
+    checked against its trunk (before any progress bar opens); without one, fp32 and no trunk check."""
+    dtype = "fp32" if model is None else resolve_dtype("auto", model.device)
     settings = AdaptSettings(steps=args.adapt_steps, lr=args.adapt_lr, dtype=dtype,
                              trunk_blocks=args.adapt_trunk_blocks)
     settings.check()
+    if model is not None:
+        trunk_tail(model, settings.trunk_blocks)
     return settings
 
 

@@ -21,7 +21,7 @@ from effsam2.eval.prompts import PROMPT_KINDS
 from effsam2.eval.report import format_markdown, write_json, write_results
 from effsam2.eval.scoring import score_dataset
 from effsam2.io.output import check_output_folder, fresh_staging_folder, staging_folder, swap_in
-from effsam2.train.adapt import adapt_to_sequence, trunk_tail
+from effsam2.train.adapt import adapt_to_sequence
 
 __all__ = ["add_parser", "run"]
 
@@ -115,8 +115,7 @@ def _prepare(args: argparse.Namespace, model):
     """What eval hands its run for each sequence: none, or first-frame adaptation (``--adapt-steps``)."""
     if not args.adapt_steps:
         return None
-    settings = adapt_settings(args, model.device)
-    trunk_tail(model, settings.trunk_blocks)  # a trunk too shallow fails here, before any sequence is run
+    settings = adapt_settings(args, model)  # a trunk too shallow fails here, before any sequence is run
 
     def adapted(unadapted, seq):
         with adapt_progress(settings.steps, f"adapting to {seq.name}", leave=False) as on_step:

@@ -19,7 +19,7 @@ from effsam2.io.output import OutputWriter, check_object_id, check_output_folder
 from effsam2.io.png_labels import read_binary_mask
 from effsam2.predictor.prompts import check_frame_index, points_to_model_space
 from effsam2.predictor.video import VideoPredictor
-from effsam2.train.adapt import adapt_to_prompt, prompt_video, trunk_tail
+from effsam2.train.adapt import adapt_to_prompt, prompt_video
 from effsam2.train.vos_data import TrainVideo
 
 HELP = """Segment and track prompted objects through a video and write their masks.
@@ -126,8 +126,7 @@ def _adaptation_videos(args, prompts: list[ObjectPrompt], masks: list[np.ndarray
 
 def _adapt(args, model, videos: list[TrainVideo]):
     """The model fine-tuned on ``videos`` (a copy), with a progress bar showing the loss."""
-    settings = adapt_settings(args, model.device)
-    trunk_tail(model, settings.trunk_blocks)  # a trunk too shallow fails before the bar opens
+    settings = adapt_settings(args, model)
     with adapt_progress(settings.steps, disable=args.no_progress) as on_step:
         return adapt_to_prompt(model, videos, settings, on_step=on_step).model
 

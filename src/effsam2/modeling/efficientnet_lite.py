@@ -93,6 +93,12 @@ class EfficientNetLiteTrunk(nn.Module):
         self.register_buffer("input_shift", (255.0 * mean - 127.0) / 128.0, persistent=False)
 
     @property
+    def blocks(self) -> nn.ModuleList:
+        """The MBConv blocks in order (``_blocks`` keeps the ImageNet weight files' key names), under the
+        name the Hiera and ViT trunks use."""
+        return self._blocks
+
+    @property
     def channel_list(self) -> list[int]:
         """Output channels, lowest resolution first (the neck's order)."""
         return self.out_channels[::-1]

@@ -140,9 +140,7 @@ def trunk_tail(model: SAM2Model, n: int | None) -> list[torch.nn.Module]:
     if n == 0:
         return []
     trunk = model.image_encoder.trunk
-    blocks = getattr(trunk, "_blocks", None)
-    if blocks is None:
-        blocks = getattr(trunk, "blocks", None)
+    blocks = getattr(trunk, "blocks", None)
     if not isinstance(blocks, torch.nn.ModuleList):
         raise Effsam2Error(f"adapting trunk blocks needs a trunk with a list of blocks; "
                            f"{type(trunk).__name__} has none")
