@@ -187,3 +187,42 @@ def test_an_official_model_fine_tunes_with_a_low_trunk_lr(tiny_davis, tiny_check
     moved = (after[key] - before[key]).abs().max()
     head = "sam_mask_decoder.iou_token.weight"
     assert moved < (after[head] - before[head]).abs().max()  # the trunk moved less than the heads
+
+
+def test_our_model_trains_its_trunk_tail_and_the_run_carries_the_trunk(tiny_davis, tmp_path, capsys):
+    from effsam2.families.effsam2_lite import imagenet_trunk_state
+
+    out = tmp_path / "trunk"
+    code = main(["train", "--data", str(tiny_davis), "--out", str(out), "--image-size", str(SIZE), "--steps", "2",
+                 "--batch-size", "1", "--frames", "3", "--trunk-lr", "1e-4", "--trunk-blocks", "2",
+                 "--val-sequences", "elephant", "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    imagenet = imagenet_trunk_state("lite0")
+    depth = 1 + max(int(k.split(".")[1]) for k in imagenet if k.startswith("_blocks."))
+    for name in ("last.safetensors", "best.safetensors"):
+        after = read_state_dict(out / name)
+        trunk = {k.removeprefix("image_encoder.trunk."): v for k, v in after.items()
+                 if k.startswith("image_encoder.trunk.")}
+        assert trunk.keys() == imagenet.keys()  # the run holds the whole trunk, as the model loads it
+        changed = {k for k in trunk if not torch.equal(trunk[k], imagenet[k])}
+        tail = {f"_blocks.{b}." for b in (depth - 2, depth - 1)}
+        assert changed and all(k.startswith(tuple(tail)) for k in changed)  # only the last two blocks
+        assert not any("running_" in k for k in changed)  # batch-norm statistics stay ImageNet's
+    # the trained trunk is what the model then runs, not the package's
+    model = build_model("effsam2_lite0", out / "last.safetensors", image_size=SIZE)
+    loaded = model.image_encoder.trunk.state_dict()
+    assert all(torch.equal(loaded[k], trunk[k]) for k in trunk)
+
+
+@pytest.mark.parametrize("extra,expected", [
+    (["--trunk-blocks", "2"], "--trunk-blocks needs a positive number of blocks (or all) and a --trunk-lr above 0"),
+    (["--trunk-lr", "1e-5", "--trunk-blocks", "0"], "--trunk-blocks needs a positive number"),
+    (["--trunk-lr", "1e-5", "--trunk-blocks", "99"], "cannot fine-tune the last 99 trunk blocks: the trunk has 16"),
+])
+def test_bad_trunk_blocks_are_one_line_and_leave_nothing(extra, expected, tiny_davis, tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["train", "--data", str(tiny_davis), "--out", str(out), "--image-size", str(SIZE), "--steps", "1",
+                 "--val-sequences", "elephant", "--quiet", *extra])
+    err = capsys.readouterr().err
+    assert code == 2 and expected in err and len(err.strip().splitlines()) == 1, err
+    assert not out.exists()

@@ -83,8 +83,11 @@ def build_model(name: str = DEFAULT_ALIAS, checkpoint: str | os.PathLike | None 
     return model
 
 
-def trained_state_dict(model: SAM2Model) -> dict[str, torch.Tensor]:
-    """What a checkpoint of ``model`` holds: its state dict without the weights its family loads itself."""
+def trained_state_dict(model: SAM2Model, *, with_base: bool = False) -> dict[str, torch.Tensor]:
+    """What a checkpoint of ``model`` holds: its state dict without the weights its family loads itself
+    (the ImageNet trunk), or, ``with_base``, with them too (a run that trained the trunk)."""
+    if with_base:
+        return dict(model.state_dict())
     prefixes = get_family(model.config.name).base_weight_prefixes
     return {k: v for k, v in model.state_dict().items() if not k.startswith(prefixes)}
 

@@ -23,13 +23,13 @@ def add_adapt_options(group, what: str) -> None:
                             "at 384 px on a 2-core CPU)")
     group.add_argument("--adapt-lr", type=float, default=AdaptSettings.lr, metavar="LR",
                        help=f"learning rate of --adapt-steps (default {AdaptSettings.lr:g})")
-    group.add_argument("--adapt-trunk-blocks", type=_trunk_blocks, default=AdaptSettings.trunk_blocks,
+    group.add_argument("--adapt-trunk-blocks", type=trunk_blocks_arg, default=AdaptSettings.trunk_blocks,
                        metavar="N|all", help="the image trunk's blocks --adapt-steps fine-tunes too: the last N "
                                              "(default 0: the trunk stays frozen) or all (its stem stays frozen); "
                                              "adapting the trunk scored lower on DAVIS-2016 val, see docs/models.md")
 
 
-def _trunk_blocks(text: str) -> int | None:
+def trunk_blocks_arg(text: str) -> int | None:
     """``all`` -> None (every trunk block), else the integer N."""
     if text == "all":
         return None

@@ -12,6 +12,7 @@ import argparse
 from pathlib import Path
 
 from effsam2.checkpoint import SAFETENSORS_SUFFIX
+from effsam2.cli.adapt_args import trunk_blocks_arg
 from effsam2.cli.devices import check_device
 from effsam2.dtypes import DTYPE_CHOICES
 from effsam2.errors import CheckpointError, DatasetError, Effsam2Error
@@ -50,8 +51,12 @@ def add_parser(subparsers) -> None:
                         "moving as it moves; default 0)")
     p.add_argument("--lr", type=float, default=3e-4, help="AdamW peak learning rate (default 3e-4)")
     p.add_argument("--trunk-lr", type=float, default=0.0,
-                   help="learning rate of the image trunk (default 0: frozen; effsam2's own model always keeps "
-                        "its ImageNet trunk frozen); e.g. 3e-6 when fine-tuning an official model")
+                   help="learning rate of the image trunk (default 0: frozen); e.g. 3e-6 when fine-tuning an "
+                        "official model. For effsam2's own model the run's weights then hold the trained trunk "
+                        "too, instead of taking it from the ImageNet package")
+    p.add_argument("--trunk-blocks", type=trunk_blocks_arg, default=None, metavar="N|all",
+                   help="with --trunk-lr: train only the trunk's last N blocks (default all: the whole trunk; "
+                        "an EfficientNet-Lite trunk keeps its ImageNet batch-norm statistics either way)")
     p.add_argument("--image-size", type=int, default=None, help="input size (default: the model's)")
     p.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto",
                    help="autocast dtype (auto: bf16 on CUDA and CPUs with native bf16, else fp32)")
@@ -72,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
     from effsam2.build import build_model
     from effsam2.dtypes import resolve_dtype
     from effsam2.registry import get_config
+    from effsam2.train.adapt import trunk_tail
     from effsam2.train.clip_sampler import ClipSettings
     from effsam2.train.export import export_weights
     from effsam2.train.vos_data import load_videos, sequence_names
@@ -86,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
         raise Effsam2Error(f"--distractor-prob must be in [0, 1], got {args.distractor_prob}")
     if not 0 <= args.twin_prob <= 1:
         raise Effsam2Error(f"--twin-prob must be in [0, 1], got {args.twin_prob}")
+    if args.trunk_blocks is not None and (args.trunk_lr == 0 or args.trunk_blocks < 1):
+        raise Effsam2Error("--trunk-blocks needs a positive number of blocks (or all) and a --trunk-lr above 0")
     if args.frames < 2:
         raise Effsam2Error("--frames must be at least 2 (the first frame is the prompt)")
     if args.export is not None and Path(args.export).suffix != SAFETENSORS_SUFFIX:
@@ -109,11 +117,12 @@ def run(args: argparse.Namespace) -> int:
     videos = load_videos(args.data, list(train_names), config.image_size)
     val_videos = load_videos(args.data, list(val), config.image_size)
     model = build_model(config.name, args.checkpoint, device=device, image_size=config.image_size)
+    trunk_tail(model, args.trunk_blocks if args.trunk_lr > 0 else 0)  # a one-line error past the trunk's depth
     dtype = resolve_dtype(args.dtype, device)
     settings = TrainSettings(
         model=config.name, image_size=config.image_size, data=str(Path(args.data).resolve()),
         train_sequences=train_names, val_sequences=val, steps=args.steps, batch_size=args.batch_size,
-        lr=args.lr, trunk_lr=args.trunk_lr, seed=args.seed, dtype=dtype, val_every=args.val_every,
+        lr=args.lr, trunk_lr=args.trunk_lr, trunk_blocks=args.trunk_blocks, seed=args.seed, dtype=dtype, val_every=args.val_every,
         clips=ClipSettings(frames=args.frames, distractor_prob=args.distractor_prob,
                            twin_prob=args.twin_prob))
     print(f"effsam2 train: {config.name} at {config.image_size}px, {len(videos)} training sequences "

@@ -142,12 +142,12 @@ def trunk_tail(model: SAM2Model, n: int | None) -> list[torch.nn.Module]:
     trunk = model.image_encoder.trunk
     blocks = getattr(trunk, "blocks", None)
     if not isinstance(blocks, torch.nn.ModuleList):
-        raise Effsam2Error(f"adapting trunk blocks needs a trunk with a list of blocks; "
+        raise Effsam2Error(f"fine-tuning trunk blocks needs a trunk with a list of blocks; "
                            f"{type(trunk).__name__} has none")
     if n is None:
         return list(blocks)
     if n > len(blocks):
-        raise Effsam2Error(f"cannot adapt the last {n} trunk blocks: the trunk has {len(blocks)}")
+        raise Effsam2Error(f"cannot fine-tune the last {n} trunk blocks: the trunk has {len(blocks)}")
     return list(blocks[len(blocks) - n:])
 
 

@@ -29,6 +29,7 @@ from effsam2.dtypes import autocast
 from effsam2.errors import Effsam2Error
 from effsam2.io.atomic import atomic_path, atomic_write
 from effsam2.modeling.sam2_model import SAM2Model
+from effsam2.train.adapt import trunk_tail
 from effsam2.train.clip_sampler import ClipSettings, sample_clip
 from effsam2.train.prompts import PromptSettings
 from effsam2.train.validate import validation_j
@@ -51,7 +52,8 @@ class TrainSettings:
     steps: int
     batch_size: int = 4
     lr: float = 3e-4
-    trunk_lr: float = 0.0  # 0: the image trunk is frozen (always for a family whose trunk comes from a package)
+    trunk_lr: float = 0.0  # 0: the image trunk is frozen
+    trunk_blocks: int | None = None  # with trunk_lr > 0: train its last N blocks (None: the whole trunk)
     weight_decay: float = 0.05
     warmup: int = 50
     grad_clip: float = 1.0
@@ -79,11 +81,23 @@ def lr_at(step: int, s: TrainSettings) -> float:
 TRUNK_PREFIX = "image_encoder.trunk."
 
 
+def trains_trunk(s: TrainSettings) -> bool:
+    return s.trunk_lr > 0
+
+
 def make_optimizer(model: SAM2Model, s: TrainSettings) -> torch.optim.AdamW:
     """AdamW over the trainable parameters: weight decay off for biases and norms; the image trunk frozen
-    (``trunk_lr`` 0) or in a group of its own at ``trunk_lr`` (same schedule, scaled)."""
-    if s.trunk_lr == 0:
-        model.image_encoder.trunk.requires_grad_(False)
+    (``trunk_lr`` 0) or, at ``trunk_lr`` (same schedule, scaled), the whole trunk (``trunk_blocks`` None)
+    or only its last ``trunk_blocks`` blocks, in a group of their own."""
+    trunk_module = model.image_encoder.trunk
+    if not trains_trunk(s):
+        trunk_module.requires_grad_(False)
+    elif s.trunk_blocks is not None:
+        trunk_module.requires_grad_(False)
+        for block in trunk_tail(model, s.trunk_blocks):
+            block.requires_grad_(True)
+    else:
+        trunk_module.requires_grad_(True)
     decay, no_decay, trunk = [], [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
@@ -128,7 +142,7 @@ def state_file(out_dir: Path) -> Path:
 def save_run(model: SAM2Model, optimizer, s: TrainSettings, out_dir: Path, next_step: int, history: list[dict],
              best: float | None) -> None:
     """Weights first, then the state that points past them: a crash between the two loses nothing."""
-    weights = trained_state_dict(model)
+    weights = trained_state_dict(model, with_base=trains_trunk(s))
     meta = {"model": s.model, "image_size": str(s.image_size), "step": str(next_step)}
     save_state_dict(weights, out_dir / "last.safetensors", metadata=meta)
     state = {"format": STATE_FORMAT, "settings": s.fingerprint(), "next_step": next_step,
@@ -215,7 +229,7 @@ def train(model: SAM2Model, videos: list[TrainVideo], val_videos: list[TrainVide
             row["val_j"] = validation_j(model, val_videos, s.val_frames)
             if best is None or row["val_j"] > best:
                 best = row["val_j"]
-                save_state_dict(trained_state_dict(model), out_dir / "best.safetensors",
+                save_state_dict(trained_state_dict(model, with_base=trains_trunk(s)), out_dir / "best.safetensors",
                                 metadata={"model": s.model, "step": str(step + 1), "val_j": f"{best:.4f}"})
         history.append(row)
         bar.set_postfix(loss=f"{running:.3f}", iou=f"{row['train_iou']:.2f}",
