@@ -15,6 +15,7 @@ from effsam2.checkpoint import read_state_dict
 from effsam2.cli import main
 from effsam2.train import vos_trainer
 from effsam2.train.clip_sampler import ClipSettings, add_twin, sample_clip
+from effsam2.train.losses import memory_mask_loss
 from effsam2.train.vos_data import load_videos
 from effsam2.train.vos_trainer import TrainSettings, make_optimizer, train, train_step
 
@@ -225,4 +226,42 @@ def test_bad_trunk_blocks_are_one_line_and_leave_nothing(extra, expected, tiny_d
                  "--val-sequences", "elephant", "--quiet", *extra])
     err = capsys.readouterr().err
     assert code == 2 and expected in err and len(err.strip().splitlines()) == 1, err
+    assert not out.exists()
+
+
+def test_the_memory_mask_loss_rewards_only_a_memory_that_carries_the_encoded_mask(tiny_davis):
+    videos = load_videos(tiny_davis, ["bear"], SIZE)
+    mask = torch.from_numpy(videos[0].masks[:1]).float()  # (1, 1, S, S) a real object mask
+    assert 0.02 < mask.mean() < 0.98
+    logits = (mask - 0.5) * 40  # the encoded mask, as logits
+    grid = torch.nn.functional.adaptive_avg_pool2d(mask, (SIZE // 16, SIZE // 16))
+    carrying = torch.randn(1, 64, SIZE // 16, SIZE // 16)
+    carrying[:, 0] = torch.logit(grid[:, 0].clamp(0.01, 0.99))
+    ignoring = carrying.clone()
+    ignoring[:, 0] = torch.logit(grid.mean()).expand_as(grid[:, 0])  # the same everywhere: no mask in it
+    inverted = carrying.clone()
+    inverted[:, 0] = -carrying[:, 0]
+    carry, ignore, invert = (float(memory_mask_loss(f, logits)) for f in (carrying, ignoring, inverted))
+    assert carry < 0.5 * ignore < invert, (carry, ignore, invert)
+
+
+def test_training_with_the_memory_mask_loss_teaches_the_memory_to_carry_the_mask(tiny_davis):
+    s = settings(tiny_davis, steps=100, lr=1e-3, memory_mask_loss=1.0)
+    videos = load_videos(tiny_davis, list(s.train_sequences), SIZE)
+    torch.manual_seed(0)
+    model = build_model("effsam2_lite0", image_size=SIZE)
+    optimizer = make_optimizer(model, s)
+    rows = [train_step(model, optimizer, videos, 7, s) for _ in range(12)]
+    readout = [r["memory"] for r in rows]
+    assert np.isfinite(readout).all() and readout[0] > 0.05
+    assert np.mean(readout[-3:]) < 0.7 * np.mean(readout[:3]), readout
+    assert "memory" not in train_step(model, optimizer, videos, 7, settings(tiny_davis, steps=100))  # off by default
+
+
+def test_a_negative_memory_mask_loss_is_one_line_and_leaves_nothing(tiny_davis, tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["train", "--data", str(tiny_davis), "--out", str(out), "--image-size", str(SIZE), "--steps", "1",
+                 "--memory-mask-loss", "-1", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--memory-mask-loss must be at least 0, got -1.0" in err and len(err.strip().splitlines()) == 1
     assert not out.exists()

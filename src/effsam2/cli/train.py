@@ -57,6 +57,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--trunk-blocks", type=trunk_blocks_arg, default=None, metavar="N|all",
                    help="with --trunk-lr: train only the trunk's last N blocks (default all: the whole trunk; "
                         "an EfficientNet-Lite trunk keeps its ImageNet batch-norm statistics either way)")
+    p.add_argument("--memory-mask-loss", type=float, default=0.0, metavar="WEIGHT",
+                   help="add this weight times a loss asking each frame's memory to read out the mask encoded "
+                        "into it (channel 0, BCE; ours, not SAM 2's; default 0: off)")
     p.add_argument("--image-size", type=int, default=None, help="input size (default: the model's)")
     p.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto",
                    help="autocast dtype (auto: bf16 on CUDA and CPUs with native bf16, else fp32)")
@@ -94,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
         raise Effsam2Error(f"--twin-prob must be in [0, 1], got {args.twin_prob}")
     if args.trunk_blocks is not None and (args.trunk_lr == 0 or args.trunk_blocks < 1):
         raise Effsam2Error("--trunk-blocks needs a positive number of blocks (or all) and a --trunk-lr above 0")
+    if args.memory_mask_loss < 0:
+        raise Effsam2Error(f"--memory-mask-loss must be at least 0, got {args.memory_mask_loss}")
     if args.frames < 2:
         raise Effsam2Error("--frames must be at least 2 (the first frame is the prompt)")
     if args.export is not None and Path(args.export).suffix != SAFETENSORS_SUFFIX:
@@ -123,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
         model=config.name, image_size=config.image_size, data=str(Path(args.data).resolve()),
         train_sequences=train_names, val_sequences=val, steps=args.steps, batch_size=args.batch_size,
         lr=args.lr, trunk_lr=args.trunk_lr, trunk_blocks=args.trunk_blocks, seed=args.seed, dtype=dtype, val_every=args.val_every,
+        memory_mask_loss=args.memory_mask_loss,
         clips=ClipSettings(frames=args.frames, distractor_prob=args.distractor_prob,
                            twin_prob=args.twin_prob))
     print(f"effsam2 train: {config.name} at {config.image_size}px, {len(videos)} training sequences "

@@ -5,6 +5,9 @@ head is supervised on every candidate; mask losses count only where the object i
 Where the model predicts the object absent (score <= 0) its masks are the constant "no object" placeholder
 (as in SAM 2, training included), which carries no gradient; their mask and IoU terms are left out of the
 loss (the gradient is the same as SAM 2's, and the logged loss is not swamped by a constant of ~10^3).
+
+``memory_mask_loss`` is ours, not SAM 2's, and off unless asked for (``effsam2 train --memory-mask-loss``):
+it asks the first channel of each frame's encoded memory to read out the mask that was encoded into it.
 """
 
 from __future__ import annotations
@@ -74,3 +77,11 @@ def frame_loss(multimask_logits: torch.Tensor, iou_pred: torch.Tensor, score_log
     return FrameLoss(total, float((focal[rows, best].detach() * weight).sum()),
                      float((dice[rows, best].detach() * weight).sum()),
                      float(iou_term.detach().mean()), float(score_term.detach().mean()))
+
+
+def memory_mask_loss(memory_features: torch.Tensor, encoded_mask_logits: torch.Tensor) -> torch.Tensor:
+    """BCE of memory channel 0 (B, C_mem, h, w) as logits against the encoded mask (B, 1, S, S logits),
+    its probabilities area-averaged to h x w and detached: a readout that only a memory carrying the mask
+    can satisfy (a model that ignores the mask it encodes cannot)."""
+    target = F.adaptive_avg_pool2d(encoded_mask_logits.detach().float().sigmoid(), memory_features.shape[-2:])
+    return F.binary_cross_entropy_with_logits(memory_features[:, :1].float(), target)

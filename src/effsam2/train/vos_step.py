@@ -17,7 +17,7 @@ import torch
 from effsam2.modeling.sam2_model import FrameFeatures, SAM2Model
 from effsam2.modeling.tracker import ObjectMemory, track_step
 from effsam2.preprocess import IMAGENET_MEAN, IMAGENET_STD
-from effsam2.train.losses import FrameLoss, frame_loss
+from effsam2.train.losses import FrameLoss, frame_loss, memory_mask_loss
 from effsam2.train.prompts import PromptSettings, corrective_click, first_frame_prompt
 
 
@@ -54,8 +54,11 @@ def _accumulate(terms: dict[str, float], loss: FrameLoss) -> None:
 
 
 def clip_loss(model: SAM2Model, rng: np.random.Generator, frames: torch.Tensor, masks: torch.Tensor,
-              prompts: PromptSettings) -> ClipLoss:
-    """Loss of B clips: frames (T, B, 3, S, S) normalised, masks (T, B, 1, S, S) in {0, 1}."""
+              prompts: PromptSettings, memory_mask_weight: float = 0.0) -> ClipLoss:
+    """Loss of B clips: frames (T, B, 3, S, S) normalised, masks (T, B, 1, S, S) in {0, 1}.
+
+    ``memory_mask_weight`` > 0 adds that weight times :func:`memory_mask_loss`, averaged over the frames
+    whose memory was encoded (frame 0 included), to the total and logs it as the ``memory`` term."""
     t = frames.shape[0]
     feats = encode_clip(model, frames)
     memory = ObjectMemory()
@@ -65,6 +68,12 @@ def clip_loss(model: SAM2Model, rng: np.random.Generator, frames: torch.Tensor, 
     losses: list[torch.Tensor] = []
     terms: dict[str, float] = {}
     ious: list[float] = []
+    readouts: list[torch.Tensor] = []
+
+    def read_out(out) -> None:
+        if memory_mask_weight > 0 and out.entry.maskmem_features is not None:
+            readouts.append(memory_mask_loss(out.entry.maskmem_features, out.high_res_masks))
+
     for i in range(t):
         target = masks[i]
         if i == 0:
@@ -72,6 +81,7 @@ def clip_loss(model: SAM2Model, rng: np.random.Generator, frames: torch.Tensor, 
                              mask_inputs=target if kind == "mask" else None, num_frames=t,
                              memory_dtype=torch.float32)
             memory.cond[0] = out.entry
+            read_out(out)
             if kind == "mask":  # the output is the prompt itself: nothing to learn on this frame's masks
                 continue
         else:
@@ -89,6 +99,7 @@ def clip_loss(model: SAM2Model, rng: np.random.Generator, frames: torch.Tensor, 
                 memory.cond[i] = out.entry
             else:
                 memory.non_cond[i] = out.entry
+            read_out(out)
         loss = frame_loss(out.heads.high_res_multimasks, out.heads.ious, out.heads.object_score_logits, target)
         losses.append(loss.total)
         _accumulate(terms, loss)
@@ -98,5 +109,10 @@ def clip_loss(model: SAM2Model, rng: np.random.Generator, frames: torch.Tensor, 
         inter = (pred & gt).flatten(1).sum(-1).float()
         ious.append(float(torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(inter)).mean()))
     n = len(losses)
-    return ClipLoss(torch.stack(losses).mean(), {k: v / n for k, v in terms.items()},
-                    float(np.mean(ious)) if ious else float("nan"))
+    total = torch.stack(losses).mean()
+    terms = {k: v / n for k, v in terms.items()}
+    if readouts:
+        readout = torch.stack(readouts).mean()
+        total = total + memory_mask_weight * readout
+        terms["memory"] = float(readout.detach())
+    return ClipLoss(total, terms, float(np.mean(ious)) if ious else float("nan"))

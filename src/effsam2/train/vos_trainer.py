@@ -37,7 +37,7 @@ from effsam2.train.vos_data import TrainVideo
 from effsam2.train.vos_step import clip_loss, normalise
 
 STATE_FORMAT = "effsam2-train-state-v1"
-CSV_COLUMNS = ("step", "loss", "focal", "dice", "iou", "score", "train_iou", "lr", "val_j")
+CSV_COLUMNS = ("step", "loss", "focal", "dice", "iou", "score", "train_iou", "lr", "val_j", "memory")
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,7 @@ class TrainSettings:
     lr: float = 3e-4
     trunk_lr: float = 0.0  # 0: the image trunk is frozen
     trunk_blocks: int | None = None  # with trunk_lr > 0: train its last N blocks (None: the whole trunk)
+    memory_mask_loss: float = 0.0  # weight of losses.memory_mask_loss (0: SAM 2's losses only)
     weight_decay: float = 0.05
     warmup: int = 50
     grad_clip: float = 1.0
@@ -126,7 +127,7 @@ def train_step(model: SAM2Model, optimizer: torch.optim.Optimizer, videos: list[
         group["lr"] = lr * s.trunk_lr / s.lr if group.get("trunk") else lr
     model.train()
     with autocast(device, s.dtype):
-        loss = clip_loss(model, rng, normalise(frames), masks, s.prompts)
+        loss = clip_loss(model, rng, normalise(frames), masks, s.prompts, s.memory_mask_loss)
     optimizer.zero_grad(set_to_none=True)
     loss.total.backward()
     params = [p for g in optimizer.param_groups for p in g["params"]]
