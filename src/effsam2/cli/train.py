@@ -59,7 +59,7 @@ def add_parser(subparsers) -> None:
                         "an EfficientNet-Lite trunk keeps its ImageNet batch-norm statistics either way)")
     p.add_argument("--memory-mask-loss", type=float, default=0.0, metavar="WEIGHT",
                    help="add this weight times a loss asking each frame's memory to read out the mask encoded "
-                        "into it (channel 0, BCE; ours, not SAM 2's; default 0: off)")
+                        "into it (channel 0, BCE; ours, not SAM 2's; default 0: off; measured in docs/models.md)")
     p.add_argument("--image-size", type=int, default=None, help="input size (default: the model's)")
     p.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto",
                    help="autocast dtype (auto: bf16 on CUDA and CPUs with native bf16, else fp32)")
