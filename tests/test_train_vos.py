@@ -16,6 +16,7 @@ from effsam2.cli import main
 from effsam2.train import vos_trainer
 from effsam2.train.clip_sampler import ClipSettings, add_twin, sample_clip
 from effsam2.train.losses import memory_mask_loss
+from effsam2.train.validate import background_square, validate
 from effsam2.train.vos_data import load_videos
 from effsam2.train.vos_trainer import TrainSettings, make_optimizer, train, train_step
 
@@ -265,3 +266,33 @@ def test_a_negative_memory_mask_loss_is_one_line_and_leaves_nothing(tiny_davis, 
     err = capsys.readouterr().err
     assert code == 2 and "--memory-mask-loss must be at least 0, got -1.0" in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_the_background_square_has_the_object_area_and_lies_away_from_it(tiny_davis):
+    videos = load_videos(tiny_davis, list(SEQUENCES), SIZE)
+    for video in videos:
+        mask = video.masks[0, 0] > 0
+        square = background_square(mask)
+        assert abs(int(square.sum()) - int(mask.sum())) <= 2 * np.sqrt(mask.sum()) + 1
+        assert (square & mask).sum() < 0.5 * mask.sum()  # mostly background
+    corner = np.zeros((SIZE, SIZE), bool)
+    corner[:20, :30] = True  # top left: the square goes bottom right, touching no object pixel
+    square = background_square(corner)
+    assert square[-1, -1] and not (square & corner).any() and square.sum() == 24 * 24
+
+
+def test_validation_reports_j_and_how_much_the_masks_depend_on_the_prompt(tiny_davis, tmp_path):
+    s = settings(tiny_davis, steps=2)
+    videos = load_videos(tiny_davis, list(s.train_sequences), SIZE)
+    val_videos = load_videos(tiny_davis, list(s.val_sequences), SIZE)
+    model = build_model("effsam2_lite0", image_size=SIZE).train()
+    checked = validate(model, val_videos, 4)
+    assert 0 <= checked.j <= 1 and 0 <= checked.prompt_agreement <= 1
+    assert model.training  # validation leaves the mode it found
+    # then training the same model: what validation cached under inference mode (RoPE and position tables,
+    # pooled cells) must not break the backward pass
+    train(model, videos, val_videos, s, tmp_path, progress=False)
+    rows = (tmp_path / "loss.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    last = dict(zip(header, rows[-1].split(",")))
+    assert last["val_j"] and 0 <= float(last["val_prompt_agreement"]) <= 1

@@ -197,7 +197,9 @@ class PooledMemoryBackend(DenseMemoryBackend):
         key = (grid, table.device)
         cached = self._cell_tables.get(key)
         if cached is None or cached[0] is not table:  # the model's RoPE tables are reused objects
-            cached = self._cell_tables[key] = table, CellTable.build(grid, self.window, table)
+            # normal tensors even under inference mode: the table outlives the read that builds it
+            with torch.inference_mode(False), torch.no_grad():
+                cached = self._cell_tables[key] = table, CellTable.build(grid, self.window, table)
         return cached[1]
 
     def begin_read(self, memory: MemoryReadout) -> None:

@@ -39,6 +39,13 @@ class PositionEmbeddingSine(nn.Module):
         cached = self._cache.get(key)
         if cached is not None:
             return cached
+        # a normal tensor even under inference mode: the cache outlives the call (see RopeTables.get)
+        with torch.inference_mode(False), torch.no_grad():
+            pos = self._build(height, width, device)
+        self._cache[key] = pos
+        return pos
+
+    def _build(self, height: int, width: int, device: torch.device) -> torch.Tensor:
         y = torch.arange(1, height + 1, dtype=torch.float32, device=device)[:, None].expand(height, width)
         x = torch.arange(1, width + 1, dtype=torch.float32, device=device)[None, :].expand(height, width)
         if self.normalize:
@@ -51,9 +58,7 @@ class PositionEmbeddingSine(nn.Module):
         # interleave sin (even channels) and cos (odd channels)
         pos_x = torch.stack((pos_x[:, :, 0::2].sin(), pos_x[:, :, 1::2].cos()), dim=3).flatten(2)
         pos_y = torch.stack((pos_y[:, :, 0::2].sin(), pos_y[:, :, 1::2].cos()), dim=3).flatten(2)
-        pos = torch.cat((pos_y, pos_x), dim=2).permute(2, 0, 1).contiguous()
-        self._cache[key] = pos
-        return pos
+        return torch.cat((pos_y, pos_x), dim=2).permute(2, 0, 1).contiguous()
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -32,12 +32,13 @@ from effsam2.modeling.sam2_model import SAM2Model
 from effsam2.train.adapt import trunk_tail
 from effsam2.train.clip_sampler import ClipSettings, sample_clip
 from effsam2.train.prompts import PromptSettings
-from effsam2.train.validate import validation_j
+from effsam2.train.validate import validate
 from effsam2.train.vos_data import TrainVideo
 from effsam2.train.vos_step import clip_loss, normalise
 
 STATE_FORMAT = "effsam2-train-state-v1"
-CSV_COLUMNS = ("step", "loss", "focal", "dice", "iou", "score", "train_iou", "lr", "val_j", "memory")
+CSV_COLUMNS = ("step", "loss", "focal", "dice", "iou", "score", "train_iou", "lr", "val_j", "memory",
+               "val_prompt_agreement")
 
 
 @dataclass(frozen=True)
@@ -196,8 +197,12 @@ def write_curve(history: list[dict], out_dir: Path) -> None:
     if val:
         ax2 = ax.twinx()
         ax2.plot(*zip(*val), "o-", color="tab:green", label="held-out J")
-        ax2.set_ylabel("held-out validation J")
+        agreement = [(r["step"], r["val_prompt_agreement"]) for r in history if r.get("val_prompt_agreement") is not None]
+        if agreement:
+            ax2.plot(*zip(*agreement), "s--", color="tab:red", label="prompt agreement (mask vs square)")
+        ax2.set_ylabel("held-out J, prompt agreement")
         ax2.set_ylim(0, 1)
+        ax2.legend(loc="lower left")
     ax.legend(loc="upper right")
     fig.tight_layout()
     with atomic_path(out_dir / "loss.png") as tmp:
@@ -227,7 +232,8 @@ def train(model: SAM2Model, videos: list[TrainVideo], val_videos: list[TrainVide
         running = row["loss"] if running is None else 0.95 * running + 0.05 * row["loss"]
         last = step + 1 == s.steps
         if val_videos and ((step + 1) % s.val_every == 0 or last):
-            row["val_j"] = validation_j(model, val_videos, s.val_frames)
+            checked = validate(model, val_videos, s.val_frames)
+            row["val_j"], row["val_prompt_agreement"] = checked.j, checked.prompt_agreement
             if best is None or row["val_j"] > best:
                 best = row["val_j"]
                 save_state_dict(trained_state_dict(model, with_base=trains_trunk(s)), out_dir / "best.safetensors",
