@@ -281,7 +281,7 @@ def test_the_background_square_has_the_object_area_and_lies_away_from_it(tiny_da
     assert square[-1, -1] and not (square & corner).any() and square.sum() == 24 * 24
 
 
-def test_validation_reports_j_and_how_much_the_masks_depend_on_the_prompt(tiny_davis, tmp_path):
+def test_validation_reports_j_and_how_much_the_masks_depend_on_the_prompt(tiny_davis, tmp_path, monkeypatch):
     s = settings(tiny_davis, steps=2)
     videos = load_videos(tiny_davis, list(s.train_sequences), SIZE)
     val_videos = load_videos(tiny_davis, list(s.val_sequences), SIZE)
@@ -289,6 +289,11 @@ def test_validation_reports_j_and_how_much_the_masks_depend_on_the_prompt(tiny_d
     checked = validate(model, val_videos, 4)
     assert 0 <= checked.j <= 1 and 0 <= checked.prompt_agreement <= 1
     assert model.training  # validation leaves the mode it found
+    # the agreement compares the two trackings with each other: given the same prompt twice it is exactly 1
+    monkeypatch.setattr("effsam2.train.validate.background_square", lambda mask: mask)
+    same = validate(model, val_videos, 4)
+    assert same.prompt_agreement == 1.0 and same.j == checked.j
+    monkeypatch.undo()
     # then training the same model: what validation cached under inference mode (RoPE and position tables,
     # pooled cells) must not break the backward pass
     train(model, videos, val_videos, s, tmp_path, progress=False)

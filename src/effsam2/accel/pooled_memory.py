@@ -56,7 +56,7 @@ from effsam2.errors import Effsam2Error
 from effsam2.modeling.attention import Attention
 from effsam2.modeling.memory import MemoryEntry, MemoryFrame, MemoryReadout
 from effsam2.modeling.memory_attention import DenseMemoryBackend, KeyValues
-from effsam2.modeling.position import apply_rope
+from effsam2.modeling.position import apply_rope, building_cached_tables
 
 FORMS = ("exact", "sdpa")
 ENGAGE = ("official", "always")
@@ -197,8 +197,7 @@ class PooledMemoryBackend(DenseMemoryBackend):
         key = (grid, table.device)
         cached = self._cell_tables.get(key)
         if cached is None or cached[0] is not table:  # the model's RoPE tables are reused objects
-            # normal tensors even under inference mode: the table outlives the read that builds it
-            with torch.inference_mode(False), torch.no_grad():
+            with building_cached_tables():
                 cached = self._cell_tables[key] = table, CellTable.build(grid, self.window, table)
         return cached[1]
 

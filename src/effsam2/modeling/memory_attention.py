@@ -15,7 +15,7 @@ from torch import nn
 
 from effsam2.modeling.attention import Attention
 from effsam2.modeling.memory import MemoryFrame, MemoryReadout
-from effsam2.modeling.position import apply_rope, axial_rope_table
+from effsam2.modeling.position import apply_rope, axial_rope_table, building_cached_tables
 
 
 class RopeTables:
@@ -30,9 +30,7 @@ class RopeTables:
         """(h*w, head_dim/2) complex rotations of a row-major h x w grid."""
         key = (grid[0], grid[1], torch.device(device))
         if key not in self._tables:
-            # built as a normal tensor even under inference mode: the cache outlives the call that fills it,
-            # and a table made in inference mode could not be used by a later training step
-            with torch.inference_mode(False), torch.no_grad():
+            with building_cached_tables():
                 self._tables[key] = axial_rope_table(self.head_dim, end_x=grid[1], end_y=grid[0],
                                                      theta=self.theta).to(device)
         return self._tables[key]

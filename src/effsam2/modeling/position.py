@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
 import torch
 from torch import nn
+
+
+@contextlib.contextmanager
+def building_cached_tables():
+    """Build tables that a module caches (position encodings, RoPE rotations, pooled cells) as normal
+    tensors even under inference mode: the cache outlives the call that fills it, and a table made in
+    inference mode would break the backward pass of a later training step on the same model."""
+    with torch.inference_mode(False), torch.no_grad():
+        yield
 
 
 def _sine_frequencies(num_feats: int, temperature: float, device: torch.device) -> torch.Tensor:
@@ -39,8 +49,7 @@ class PositionEmbeddingSine(nn.Module):
         cached = self._cache.get(key)
         if cached is not None:
             return cached
-        # a normal tensor even under inference mode: the cache outlives the call (see RopeTables.get)
-        with torch.inference_mode(False), torch.no_grad():
+        with building_cached_tables():
             pos = self._build(height, width, device)
         self._cache[key] = pos
         return pos
