@@ -15,6 +15,7 @@ from pathlib import Path
 
 from effsam2.cli.adapt_args import adapt_progress, adapt_settings, add_adapt_options, describe_trunk_blocks
 from effsam2.cli.model_args import add_model_options
+from effsam2.cli.tta_args import add_tta_option
 from effsam2.errors import Effsam2Error
 from effsam2.eval.datasets import open_dataset
 from effsam2.eval.prompts import PROMPT_KINDS
@@ -54,6 +55,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                        help="first-frame prompt from the ground truth: mask (the semi-supervised protocol, "
                             "default), box (its bounding box) or click (one click at its deepest point)")
     add_adapt_options(model, "the first-frame prompt and its mask (needs --prompt mask)")
+    add_tta_option(model)
     parser.add_argument("--out", metavar="DIR", help="write results.json, results.csv, results.md (and with "
                         "--model the predictions) here; the folder is written whole when the run completes")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out whole")
@@ -156,7 +158,7 @@ def _run_grid(args: argparse.Namespace, dataset, sequences: list[str] | None, st
             print(f"effsam2 eval: {spec.description}", file=sys.stderr)
             start = time.perf_counter()
             predict_dataset(model, dataset, names, folder / "predictions", prompt=args.prompt,
-                            prepare=_prepare(args, model))
+                            prepare=_prepare(args, model), tta=args.tta)
             seconds = time.perf_counter() - start
             results = score_dataset(dataset, folder / "predictions", sequences=names, progress=False)
             results = dataclasses.replace(results, predictions=str(Path(args.out) / folder.name / "predictions"))
@@ -192,5 +194,7 @@ def _run_model(args: argparse.Namespace, dataset, sequences: list[str] | None, s
     if args.adapt_steps:
         print(f"effsam2 eval: adapting to each sequence's first-frame masks, {args.adapt_steps} steps at lr "
               f"{args.adapt_lr:g}, {describe_trunk_blocks(args.adapt_trunk_blocks)}", file=sys.stderr)
+    if args.tta != "none":
+        print(f"effsam2 eval: test-time augmentation: {args.tta}", file=sys.stderr)
     return predict_dataset(model, dataset, names, staging / "predictions", prompt=args.prompt,
-                           prepare=_prepare(args, model))
+                           prepare=_prepare(args, model), tta=args.tta)

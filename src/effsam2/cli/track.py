@@ -12,11 +12,13 @@ from tqdm import tqdm
 from effsam2.cli.adapt_args import adapt_progress, adapt_settings, add_adapt_options
 from effsam2.cli.model_args import add_model_options, build_model_from_args, check_model_args, describe_dtype
 from effsam2.cli.prompt_args import ObjectPrompt, add_prompt_options, collect_prompts
+from effsam2.cli.tta_args import add_tta_option
 from effsam2.configs import ModelConfig
 from effsam2.errors import Effsam2Error, PromptError
 from effsam2.io.frames import FrameSource, open_frames
 from effsam2.io.output import OutputWriter, check_object_id, check_output_folder, parse_formats
 from effsam2.io.png_labels import read_binary_mask
+from effsam2.predictor.mirror import MirrorAveragingPredictor, with_tta
 from effsam2.predictor.prompts import check_frame_index, points_to_model_space
 from effsam2.predictor.video import VideoPredictor
 from effsam2.train.adapt import adapt_to_prompt, prompt_video
@@ -43,6 +45,7 @@ def add_parser(subparsers) -> None:
                    "tracked frames")
     add_model_options(p)
     add_adapt_options(p, "the prompt frames and their masks (needs every object prompted by --mask)")
+    add_tta_option(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_prompt_options(p)
     p.set_defaults(func=run)
@@ -99,7 +102,7 @@ def _validate_prompts(prompts: list[ObjectPrompt], formats: tuple[str, ...],
     return masks
 
 
-def _apply_prompts(predictor: VideoPredictor, state, prompts: list[ObjectPrompt],
+def _apply_prompts(predictor: VideoPredictor | MirrorAveragingPredictor, state, prompts: list[ObjectPrompt],
                    masks: list[np.ndarray | None]) -> None:
     for p, mask in zip(prompts, masks):
         if mask is not None:
@@ -140,7 +143,7 @@ def run(args) -> int:
         model = build_model_from_args(args, "track")
         if videos:
             model = _adapt(args, model, videos)
-        predictor = VideoPredictor(model)
+        predictor = with_tta(VideoPredictor(model), args.tta)
         state = predictor.init_state(frames)
         _apply_prompts(predictor, state, prompts, masks)
         _track_and_write(args, predictor, state, prompts, formats, frames)
@@ -149,7 +152,7 @@ def run(args) -> int:
     return 0
 
 
-def _track_and_write(args, predictor: VideoPredictor, state, prompts: list[ObjectPrompt],
+def _track_and_write(args, predictor: VideoPredictor | MirrorAveragingPredictor, state, prompts: list[ObjectPrompt],
                      formats: tuple[str, ...], frames: FrameSource) -> None:
     first = min(p.frame for p in prompts)
     passes = [{"start_frame_idx": first, "max_frame_num_to_track": args.max_frames, "reverse": False}]

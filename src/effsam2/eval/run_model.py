@@ -24,6 +24,7 @@ from effsam2.eval.prompts import add_first_prompt
 from effsam2.io.frames import open_frames
 from effsam2.io.masks import labels_from_masks, save_label_png
 from effsam2.modeling.sam2_model import SAM2Model
+from effsam2.predictor.mirror import MirrorAveragingPredictor, with_tta
 from effsam2.predictor.video import VideoPredictor
 
 PrepareModel = Callable[[SAM2Model, VOSSequence], SAM2Model]
@@ -38,7 +39,7 @@ def _frame_paths(seq: VOSSequence) -> list[Path]:
 
 
 @torch.inference_mode()
-def predict_sequence(predictor: VideoPredictor, seq: VOSSequence, out_dir: Path, prompt: str = "mask") -> int:
+def predict_sequence(predictor: VideoPredictor | MirrorAveragingPredictor, seq: VOSSequence, out_dir: Path, prompt: str = "mask") -> int:
     """Track every object of ``seq`` from its first annotated mask (or that mask's box or deepest point,
     ``prompt``); returns the number of PNGs written."""
     frames = open_frames(_frame_paths(seq))
@@ -71,14 +72,15 @@ def predict_sequence(predictor: VideoPredictor, seq: VOSSequence, out_dir: Path,
 
 
 def predict_dataset(model: SAM2Model, dataset: VOSDataset, names: list[str], out_dir: Path,
-                    progress: bool = True, prompt: str = "mask", prepare: PrepareModel | None = None) -> Path:
-    """Run the tracker on every named sequence (with ``prepare(model, sequence)`` when given); returns the
-    predictions folder."""
-    predictor = VideoPredictor(model)
+                    progress: bool = True, prompt: str = "mask", prepare: PrepareModel | None = None,
+                    tta: str = "none") -> Path:
+    """Run the tracker on every named sequence (with ``prepare(model, sequence)`` when given, and the
+    test-time augmentation ``tta``, see ``predictor.mirror``); returns the predictions folder."""
+    predictor = with_tta(VideoPredictor(model), tta)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in tqdm(names, desc="sequences", unit="seq", disable=not progress, file=sys.stderr):
         seq = dataset.sequence(name)
         if prepare is not None:
-            predictor = VideoPredictor(prepare(model, seq))
+            predictor = with_tta(VideoPredictor(prepare(model, seq)), tta)
         predict_sequence(predictor, seq, out_dir, prompt)
     return out_dir
