@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 import numpy as np
 import pytest
@@ -111,6 +112,26 @@ def test_bad_settings_are_refused(model, prompt, settings, expected):
         adapt_to_prompt(model, [prompt], settings)
 
 
+def test_adapting_at_another_size_tracks_at_the_model_size(model, prompt, davis_dir):
+    """--adapt-image-size: the weights come from adapting the model built at that size; the result tracks at
+    the model's own size (reference: the same adaptation of a model built directly at the small size)."""
+    small = SIZE - 32
+    (image,), mask = first_frames(davis_dir, SEQUENCE, 1)
+    small_prompt = prompt_video(SEQUENCE, image, mask, small)
+    settings = AdaptSettings(steps=3, lr=1e-3, batch_size=1, clip_frames=3, dtype="fp32")
+    reference = adapt_to_prompt(effsam2.build_model(image_size=small), [small_prompt], settings).model
+    adapted = adapt_to_prompt(model, [small_prompt], dataclasses.replace(settings, image_size=small)).model
+    assert adapted.image_size == SIZE and reference.image_size == small and not adapted.training
+    expected, got, shipped = reference.state_dict(), adapted.state_dict(), model.state_dict()
+    assert set(got) == set(expected)
+    assert all(torch.equal(got[k], expected[k]) for k in expected)
+    assert not torch.equal(got["sam_mask_decoder.iou_token.weight"], shipped["sam_mask_decoder.iou_token.weight"])
+    with pytest.raises(Effsam2Error, match=f"adapting at {small} needs {small}x{small}"):
+        adapt_to_prompt(model, [prompt], dataclasses.replace(settings, image_size=small))
+    with pytest.raises(Effsam2Error, match="adaptation image size must be > 0"):
+        adapt_to_prompt(model, [prompt], dataclasses.replace(settings, image_size=0))
+
+
 def test_bad_prompts_are_refused():
     image = np.zeros((48, 64, 3), np.uint8)
     with pytest.raises(Effsam2Error, match="mask of x is 32x48, its frame 64x48"):
@@ -136,12 +157,25 @@ def test_eval_adapts_each_sequence(davis_dir, tmp_path, capsys):
     assert all(0 < m.sum() < m.size for m in masks)
 
 
+def test_eval_adapts_at_another_size(davis_dir, tmp_path, capsys):
+    dataset = copy_subset(davis_dir, tmp_path / "davis", (SEQUENCE,), 3)
+    out = tmp_path / "out"
+    code = main(["eval", "--dataset", str(dataset), "--model", "default", "--image-size", str(SIZE + 32),
+                 "--adapt-steps", "2", "--adapt-image-size", str(SIZE), "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert f"at {SIZE + 32}px" in captured.err and f"the trunk frozen, at {SIZE}px" in captured.err
+    masks = [np.asarray(Image.open(p)) == 1 for p in sorted((out / "predictions" / SEQUENCE).glob("*.png"))]
+    assert len(masks) == 3 and all(0 < m.sum() < m.size for m in masks)
+
+
 @pytest.mark.parametrize("extra, expected", [
     (["--adapt-steps", "5", "--prompt", "box"], "--adapt-steps adapts the model to the first-frame mask"),
     (["--adapt-steps", "-2"], "steps must be >= 0"),
     (["--adapt-steps", "5", "--adapt-lr", "0"], "learning rate must be > 0"),
     (["--adapt-steps", "5", "--adapt-trunk-blocks", "-1"], "trunk blocks must be >= 0"),
     (["--adapt-steps", "5", "--adapt-trunk-blocks", "17", "--sequences", SEQUENCE], "the trunk has 16"),
+    (["--adapt-steps", "5", "--adapt-image-size", "100", "--sequences", SEQUENCE], "multiple of 32"),
 ])
 def test_eval_adapt_errors_are_one_line(davis_dir, tmp_path, capsys, extra, expected):
     code = main(["eval", "--dataset", str(davis_dir), "--model", "default", "--out", str(tmp_path / "out"), *extra])
@@ -203,6 +237,7 @@ def test_track_adapts_to_the_mask_prompt(davis_dir, tmp_path, capsys):
     (["--mask", "tiny"], "needs at least"),
     (["--mask", "full", "--adapt-lr", "-1"], "learning rate must be > 0"),
     (["--mask", "full", "--adapt-trunk-blocks", "17"], "the trunk has 16"),
+    (["--mask", "full", "--adapt-image-size", "100"], "multiple of 32"),
 ])
 def test_track_adapt_errors_are_one_line(davis_dir, tmp_path, capsys, prompt, expected):
     dataset = copy_subset(davis_dir, tmp_path / "davis", (SEQUENCE,), 2)

@@ -11,6 +11,7 @@ from effsam2.errors import (
     VideoError,
 )
 from effsam2.predictor.image import ImagePredictor
+from effsam2.predictor.mirror import MirrorAveragingPredictor
 from effsam2.predictor.stream import StreamTracker
 from effsam2.predictor.video import VideoPredictor
 from effsam2.registry import get_config, list_models, register_family
@@ -23,6 +24,7 @@ __all__ = [
     "DatasetError",
     "Effsam2Error",
     "ImagePredictor",
+    "MirrorAveragingPredictor",
     "PromptError",
     "StreamTracker",
     "UnknownModelError",

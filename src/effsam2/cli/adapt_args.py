@@ -1,4 +1,4 @@
-"""``--adapt-steps`` / ``--adapt-lr`` / ``--adapt-trunk-blocks``: first-frame adaptation options shared by ``effsam2 eval`` and
+"""``--adapt-steps`` / ``--adapt-lr`` / ``--adapt-trunk-blocks`` / ``--adapt-image-size``: first-frame adaptation options shared by ``effsam2 eval`` and
 ``effsam2 track`` (the work itself is :mod:`effsam2.train.adapt`)."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from effsam2.train.adapt import AdaptSettings, trunk_tail
 
 
 def add_adapt_options(group, what: str) -> None:
-    """Add the three options; ``what`` names the mask the model is adapted to (for the help text)."""
+    """Add the four options; ``what`` names the mask the model is adapted to (for the help text)."""
     group.add_argument("--adapt-steps", type=int, default=0, metavar="N",
                        help=f"first-frame adaptation: before tracking, fine-tune a copy of the model for "
                             f"N steps on synthetic clips made from {what} (default 0: the model as "
@@ -27,6 +27,10 @@ def add_adapt_options(group, what: str) -> None:
                        metavar="N|all", help="the image trunk's blocks --adapt-steps fine-tunes too: the last N "
                                              "(default 0: the trunk stays frozen) or all (its stem stays frozen); "
                                              "adapting the trunk scored lower on DAVIS-2016 val, see docs/models.md")
+    group.add_argument("--adapt-image-size", type=int, metavar="N",
+                       help="the input size --adapt-steps adapts at (default: the tracking size, --image-size or "
+                            "the model's); the adapted weights then track at the tracking size, e.g. --image-size "
+                            "448 --adapt-image-size 384")
 
 
 def trunk_blocks_arg(text: str) -> int | None:
@@ -46,14 +50,16 @@ def describe_trunk_blocks(n: int | None) -> str:
 
 def adapt_settings(args: argparse.Namespace, model=None) -> AdaptSettings:
     """The settings the options ask for, checked (one-line errors). With the built ``model``, adaptation runs
-    in bf16 wherever its device has it, whatever dtype the model tracks in, and ``--adapt-trunk-blocks`` is
-    checked against its trunk (before any progress bar opens); without one, fp32 and no trunk check."""
+    in bf16 wherever its device has it, whatever dtype the model tracks in, and ``--adapt-trunk-blocks`` and
+    ``--adapt-image-size`` are checked against it (before any progress bar opens); without one, fp32 and no trunk check."""
     dtype = "fp32" if model is None else resolve_dtype("auto", model.device)
     settings = AdaptSettings(steps=args.adapt_steps, lr=args.adapt_lr, dtype=dtype,
-                             trunk_blocks=args.adapt_trunk_blocks)
+                             trunk_blocks=args.adapt_trunk_blocks, image_size=args.adapt_image_size)
     settings.check()
     if model is not None:
         trunk_tail(model, settings.trunk_blocks)
+        if settings.image_size is not None:
+            model.config.with_image_size(settings.image_size)  # a size the model cannot take: one line here
     return settings
 
 

@@ -193,7 +193,8 @@ def _run_model(args: argparse.Namespace, dataset, sequences: list[str] | None, s
     model = build_model_from_args(args, "eval")
     if args.adapt_steps:
         print(f"effsam2 eval: adapting to each sequence's first-frame masks, {args.adapt_steps} steps at lr "
-              f"{args.adapt_lr:g}, {describe_trunk_blocks(args.adapt_trunk_blocks)}", file=sys.stderr)
+              f"{args.adapt_lr:g}, {describe_trunk_blocks(args.adapt_trunk_blocks)}, at "
+              f"{args.adapt_image_size or config.image_size}px", file=sys.stderr)
     if args.tta != "none":
         print(f"effsam2 eval: test-time augmentation: {args.tta}", file=sys.stderr)
     return predict_dataset(model, dataset, names, staging / "predictions", prompt=args.prompt,

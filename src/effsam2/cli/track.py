@@ -61,6 +61,8 @@ def _validate(args) -> tuple[list[ObjectPrompt], tuple[str, ...], ModelConfig]:
     if args.max_frames is not None and args.max_frames < 1:
         raise PromptError(f"--max-frames must be >= 1, got {args.max_frames}")
     adapt_settings(args)
+    if args.adapt_image_size is not None:
+        config.with_image_size(args.adapt_image_size)  # a size this model cannot take fails before any work
     prompts = collect_prompts(args)
     if args.adapt_steps:
         for p in prompts:
@@ -139,7 +141,7 @@ def run(args) -> int:
     frames = open_frames(args.video)  # a missing, empty or corrupt video fails here, before any output
     try:
         masks = _validate_prompts(prompts, formats, frames)
-        videos = _adaptation_videos(args, prompts, masks, frames, config.image_size)
+        videos = _adaptation_videos(args, prompts, masks, frames, args.adapt_image_size or config.image_size)
         model = build_model_from_args(args, "track")
         if videos:
             model = _adapt(args, model, videos)

@@ -3,7 +3,8 @@
 OSVOS's idea applied to a SAM 2-style tracker: the one annotated frame becomes synthetic clips (the
 object moved along a random affine path over its own frame, then zoom-crop, flip and colour jitter;
 ``clip_sampler``'s synthetic clips with no occluder, no distractor, no disappearance), and the trained
-parts of the model (and, with ``trunk_blocks``, the last blocks of its image trunk or all of them; the
+parts of the model (at its input size, or at ``image_size`` and then loaded back into the model's
+size; and, with ``trunk_blocks``, the last blocks of its image trunk or all of them; the
 trunk's stem and batch norm statistics stay as they are) take a few AdamW steps of the training loss on them, the first
 frame prompted by that mask. The model handed in is never changed; ``steps == 0`` returns it as it is.
 
@@ -48,6 +49,8 @@ class AdaptSettings:
     seed: int = 0
     dtype: str = "bf16"  # autocast during adaptation: bf16 or fp32
     trunk_blocks: int | None = 0  # the last N trunk blocks are adapted too; 0: none (the trunk frozen), None: all
+    # the input size adaptation runs at (None: the model's); the adapted weights then track at the model's size
+    image_size: int | None = None
 
     def check(self) -> None:
         """One-line errors for settings that cannot run."""
@@ -60,6 +63,8 @@ class AdaptSettings:
                                f"x {self.clip_frames}")
         if self.trunk_blocks is not None and self.trunk_blocks < 0:
             raise Effsam2Error(f"adapted trunk blocks must be >= 0, got {self.trunk_blocks}")
+        if self.image_size is not None and self.image_size <= 0:
+            raise Effsam2Error(f"adaptation image size must be > 0, got {self.image_size}")
         if self.dtype not in ("bf16", "fp32"):
             raise Effsam2Error(f"adaptation dtype must be bf16 or fp32, got {self.dtype}")
 
@@ -105,7 +110,12 @@ def adapt_to_prompt(model: SAM2Model, videos: list[TrainVideo], s: AdaptSettings
         return Adapted(model)
     if not videos:
         raise Effsam2Error("adaptation needs at least one prompted object")
-    adapted = copy.deepcopy(model)
+    size = adapt_size(model, s)
+    for video in videos:
+        if video.frames.shape[1:3] != (size, size):
+            raise Effsam2Error(f"adaptation frame of {video.name} is {video.frames.shape[2]}x{video.frames.shape[1]}; "
+                               f"adapting at {size} needs {size}x{size} (prompt_video(..., size={size}))")
+    adapted = copy.deepcopy(model) if size == model.image_size else at_image_size(model, size)
     adapted.image_encoder.trunk.requires_grad_(False)
     for block in trunk_tail(adapted, s.trunk_blocks):
         block.requires_grad_(True)
@@ -131,7 +141,28 @@ def adapt_to_prompt(model: SAM2Model, videos: list[TrainVideo], s: AdaptSettings
             losses.append(float(loss.total.detach()))
             if on_step is not None:
                 on_step(step, losses[-1])
+    if adapted.image_size != model.image_size:  # the adapted weights, tracking at the model's own size
+        tracking = copy.deepcopy(model)
+        tracking.load_state_dict(adapted.state_dict())
+        adapted = tracking
     return Adapted(adapted.eval(), losses)
+
+
+def adapt_size(model: SAM2Model, s: AdaptSettings) -> int:
+    """The input size ``model`` is adapted at under ``s``: the settings' or the model's own."""
+    return model.image_size if s.image_size is None else s.image_size
+
+
+def at_image_size(model: SAM2Model, image_size: int) -> SAM2Model:
+    """A copy of ``model`` at another input size: the same config, weights, memory attention and device (the
+    trained weights do not depend on the size; the position tables are built for it)."""
+    from effsam2.build import build_from_config
+
+    resized = build_from_config(model.config.with_image_size(image_size),
+                                memory_backend=copy.deepcopy(model.memory_attention.backend))
+    resized.load_state_dict(model.state_dict())
+    resized.autocast_dtype = model.autocast_dtype
+    return resized.to(model.device)
 
 
 def trunk_tail(model: SAM2Model, n: int | None) -> list[torch.nn.Module]:
@@ -165,7 +196,7 @@ def adapt_to_sequence(model: SAM2Model, seq: VOSSequence, s: AdaptSettings,
         path = seq.image_path(annotated[0])
         if path is None:
             raise DatasetError(f"sequence {seq.name}: no image for frame {annotated[0]}")
-        frame, frame_hw = read_rgb(path, model.image_size)
+        frame, frame_hw = read_rgb(path, adapt_size(model, s))
         videos.append(_one_frame_video(f"{seq.name} object {obj_id}", frame, frame_hw,
                                        seq.gt_masks(annotated[0])[obj_id]))
     return adapt_to_prompt(model, videos, s, on_step=on_step).model
