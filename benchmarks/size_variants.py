@@ -15,7 +15,7 @@ import torch
 
 import effsam2
 from effsam2.dtypes import resolve_dtype
-from effsam2.eval.datasets import open_dataset
+from effsam2.io.datasets import open_dataset
 from effsam2.io.frames import open_frames
 from effsam2.io.masks import save_label_png
 from effsam2.train.adapt import AdaptSettings, adapt_to_sequence

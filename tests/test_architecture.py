@@ -1,5 +1,5 @@
 """The layering docs/architecture.md states, checked on the source: the model code imports nothing above it,
-module-level imports have no cycles, and no file outgrows what one person can hold."""
+eval, bench and train import none of each other, module-level imports have no cycles, and no file outgrows what one person can hold."""
 
 from __future__ import annotations
 
@@ -56,6 +56,24 @@ def test_no_library_module_imports_the_command_line():
     offending = {module_name(f): sorted(m for m in imports(f, top_level_only=False) if m.startswith("effsam2.cli"))
                  for f in sources() if not module_name(f).startswith("effsam2.cli")}
     assert not {k: v for k, v in offending.items() if v}
+
+
+def test_eval_bench_and_train_import_none_of_each_other():
+    """docs/architecture.md puts the three side by side: what two of them share (the dataset readers, the
+    tracker) lives below them, and the eval run takes adaptation as a callable instead of importing train."""
+    siblings = ("effsam2.eval", "effsam2.bench", "effsam2.train")
+
+    def part(module: str) -> str | None:
+        return next((s for s in siblings if module == s or module.startswith(s + ".")), None)
+
+    offending = {}
+    for f in sources():
+        own = part(module_name(f))
+        if own is not None:
+            crossing = sorted(m for m in imports(f, top_level_only=False) if part(m) not in (None, own))
+            if crossing:
+                offending[module_name(f)] = crossing
+    assert not offending
 
 
 def test_module_level_imports_have_no_cycles():

@@ -11,9 +11,9 @@ from PIL import Image
 
 from effsam2.build import build_model
 from effsam2.cli import main
-from effsam2.eval.datasets import DavisSequence
 from effsam2.eval.metrics import region_similarity
 from effsam2.eval.run_model import predict_sequence
+from effsam2.io.datasets import DavisSequence
 from effsam2.predictor.video import VideoPredictor
 from tests.helpers.davis import copy_subset
 

@@ -9,13 +9,13 @@ import shutil
 import numpy as np
 import pytest
 from PIL import Image
-from test_eval_datasets import make_davis17, make_sav
+from test_io_datasets import make_davis17, make_sav
 
 from effsam2.errors import DatasetError
-from effsam2.eval.datasets import open_dataset
 from effsam2.eval.metrics import boundary_f_measure, region_similarity
 from effsam2.eval.report import format_csv, format_markdown, write_json, write_results
 from effsam2.eval.scoring import PredictionFolder, score_dataset, score_sequence
+from effsam2.io.datasets import open_dataset
 from effsam2.io.masks import save_label_png as write_label_png
 
 

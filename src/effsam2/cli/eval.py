@@ -17,10 +17,10 @@ from effsam2.cli.adapt_args import adapt_progress, adapt_settings, add_adapt_opt
 from effsam2.cli.model_args import add_model_options
 from effsam2.cli.tta_args import add_tta_option
 from effsam2.errors import Effsam2Error
-from effsam2.eval.datasets import open_dataset
 from effsam2.eval.prompts import PROMPT_KINDS
 from effsam2.eval.report import format_markdown, write_json, write_results
 from effsam2.eval.scoring import score_dataset
+from effsam2.io.datasets import open_dataset
 from effsam2.io.output import check_output_folder, fresh_staging_folder, staging_folder, swap_in
 from effsam2.train.adapt import adapt_to_sequence
 

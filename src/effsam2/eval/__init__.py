@@ -1,4 +1,5 @@
-"""Evaluation of video object segmentation: DAVIS J and F, dataset readers, scoring, reports.
+"""Evaluation of video object segmentation: DAVIS J and F, scoring, reports (the dataset readers live in
+``effsam2.io.datasets`` and are re-exported here).
 
 Typical use::
 
@@ -8,11 +9,11 @@ Typical use::
     write_results(results, "out/")
 """
 
-from effsam2.eval.datasets import VOSDataset, VOSSequence, open_dataset
 from effsam2.eval.metrics import boundary_f_measure, region_similarity, sequence_statistics
 from effsam2.eval.report import format_markdown, write_json, write_results
 from effsam2.eval.results import EvalResults, ObjectScore, SequenceScore
 from effsam2.eval.scoring import MaskSource, PredictionFolder, score_dataset, score_sequence
+from effsam2.io.datasets import VOSDataset, VOSSequence, open_dataset
 
 __all__ = [
     "EvalResults",

@@ -19,8 +19,8 @@ import torch
 from tqdm import tqdm
 
 from effsam2.errors import DatasetError
-from effsam2.eval.datasets import VOSDataset, VOSSequence
 from effsam2.eval.prompts import add_first_prompt
+from effsam2.io.datasets import VOSDataset, VOSSequence
 from effsam2.io.frames import open_frames
 from effsam2.io.masks import labels_from_masks, save_label_png
 from effsam2.modeling.sam2_model import SAM2Model

@@ -36,9 +36,9 @@ from pathlib import Path
 import numpy as np
 
 from effsam2.errors import DatasetError
-from effsam2.eval.datasets import VOSDataset, VOSSequence
 from effsam2.eval.metrics import boundary_f_measure, region_similarity
 from effsam2.eval.results import EvalResults, ObjectScore, SequenceScore
+from effsam2.io.datasets import VOSDataset, VOSSequence
 from effsam2.io.png_labels import read_label_png
 
 __all__ = ["MaskSource", "PredictionFolder", "score_dataset", "score_sequence"]

@@ -1,7 +1,9 @@
 """Video input and mask output for effsam2.
 
 Input: ``open_frames(source)`` returns a lazy ``FrameSource`` (video file, image folder, single
-image, in-memory frames) giving (H, W, 3) uint8 RGB frames by index.
+image, in-memory frames) giving (H, W, 3) uint8 RGB frames by index. Annotated datasets:
+``open_dataset(root)`` reads DAVIS-2016/2017 and SA-V folders lazily (``VOSDataset`` of ``VOSSequence``s),
+for the evaluation and the trainers alike.
 
 Output: DAVIS palette PNGs (``save_label_png``), COCO RLE JSON (``RleJsonWriter``), overlay videos
 (``write_overlay_video``) and ``OutputWriter``, which drives all three for the CLI. Every file is
@@ -10,6 +12,7 @@ written atomically (``atomic_write``, ``atomic_path``).
 
 from effsam2.io.atomic import atomic_path, atomic_write
 from effsam2.io.convert import to_rgb_uint8
+from effsam2.io.datasets import VOSDataset, VOSSequence, open_dataset
 from effsam2.io.frames import (
     IMAGE_SUFFIXES,
     VIDEO_SUFFIXES,
@@ -49,6 +52,8 @@ __all__ = [
     "OutputWriter",
     "RleDocument",
     "RleJsonWriter",
+    "VOSDataset",
+    "VOSSequence",
     "VideoFileSource",
     "as_bool_mask",
     "as_label_map",
@@ -60,6 +65,7 @@ __all__ = [
     "encode_rle",
     "labels_from_masks",
     "natural_sort_key",
+    "open_dataset",
     "open_frames",
     "overlay_labels",
     "parse_formats",

@@ -24,7 +24,7 @@ from PIL import Image
 
 from effsam2.dtypes import autocast
 from effsam2.errors import DatasetError, Effsam2Error
-from effsam2.eval.datasets import VOSSequence
+from effsam2.io.datasets import VOSSequence
 from effsam2.modeling.sam2_model import SAM2Model
 from effsam2.train.clip_sampler import MIN_FIRST_FRAME_PIXELS, ClipSettings, sample_clip
 from effsam2.train.prompts import PromptSettings

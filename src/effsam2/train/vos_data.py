@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from effsam2.errors import DatasetError
-from effsam2.eval.datasets import open_dataset
+from effsam2.io.datasets import open_dataset
 
 
 @dataclass

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from effsam2.errors import DatasetError
-from effsam2.eval.datasets import DavisSequence, SavSequence, open_dataset, read_split_file
+from effsam2.io.datasets import DavisSequence, SavSequence, open_dataset, read_split_file
 from effsam2.io.masks import save_label_png as write_label_png
 
 DAVIS16 = [
