@@ -1,5 +1,6 @@
 """The layering docs/architecture.md states, checked on the source: the model code imports nothing above it,
-eval, bench and train import none of each other, module-level imports have no cycles, and no file outgrows what one person can hold."""
+eval, bench and train import none of each other, module-level imports have no cycles, and no file outgrows
+what one person can hold."""
 
 from __future__ import annotations
 
