@@ -43,6 +43,19 @@ def test_default_model_loads_shipped_weights_and_imagenet_trunk(default_model):
     assert not any(p.requires_grad for p in default_model.image_encoder.trunk.parameters())
 
 
+def test_without_its_shipped_weights_the_model_is_its_initialisation(default_model):
+    torch.manual_seed(0)
+    initial = effsam2.build_model(shipped=False).state_dict()
+    torch.manual_seed(0)
+    again = effsam2.build_model(shipped=False).state_dict()
+    shipped = default_model.state_dict()
+    key = "sam_mask_decoder.iou_token.weight"
+    assert torch.equal(initial[key], again[key])  # seeded: the same initialisation
+    assert (initial[key] - shipped[key]).abs().max() > 0.05  # and not the trained weights
+    trunk = "image_encoder.trunk._blocks.15._project_conv.weight"
+    assert torch.equal(initial[trunk], shipped[trunk])  # the ImageNet trunk either way
+
+
 def test_models_command_marks_the_default(capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out

@@ -106,10 +106,10 @@ def test_an_interrupted_run_resumes_bit_for_bit(tiny_davis, tmp_path, monkeypatc
 
     real_step = vos_trainer.train_step
 
-    def interrupted(model, optimizer, videos, step, s):
+    def interrupted(model, optimizer, videos, step, s, **kw):
         if step == 2:
             raise Interrupt
-        return real_step(model, optimizer, videos, step, s)
+        return real_step(model, optimizer, videos, step, s, **kw)
 
     monkeypatch.setattr(vos_trainer, "train_step", interrupted)
     with pytest.raises(Interrupt):
@@ -124,6 +124,89 @@ def test_an_interrupted_run_resumes_bit_for_bit(tiny_davis, tmp_path, monkeypatc
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert (tmp_path / "resumed" / "loss.csv").read_text() == (tmp_path / "straight" / "loss.csv").read_text()
     assert (tmp_path / "resumed" / "best.safetensors").exists()
+
+
+def _fresh_model():
+    torch.manual_seed(0)
+    return build_model("effsam2_lite0", image_size=SIZE)
+
+
+def _same_weights(a_dir, b_dir) -> bool:
+    a = read_state_dict(a_dir / "last.safetensors")
+    b = read_state_dict(b_dir / "last.safetensors")
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_clips_drawn_by_worker_processes_train_the_same_weights(tiny_davis, tmp_path):
+    # twins and distractors on, so that drawing a clip uses every kind of randomness it has
+    s = settings(tiny_davis, steps=3, batch_size=2, clips=ClipSettings(frames=3, distractor_prob=1.0, twin_prob=0.5))
+    videos = load_videos(tiny_davis, list(s.train_sequences), SIZE)
+    val = load_videos(tiny_davis, list(s.val_sequences), SIZE)
+    in_place = train(_fresh_model(), videos, val, s, tmp_path / "in_place", progress=False)
+    ahead = train(_fresh_model(), videos, val, s, tmp_path / "workers", progress=False, workers=2)
+    assert len(ahead) == 3 and np.isfinite([r["loss"] for r in ahead]).all()
+    assert [r["loss"] for r in ahead] == [r["loss"] for r in in_place]
+    assert _same_weights(tmp_path / "in_place", tmp_path / "workers")
+    # and the steps really differ from one another (a worker handing back one step twice would not pass)
+    assert len({r["loss"] for r in ahead}) == 3
+
+
+def test_a_time_budget_ends_the_run_validated_and_saved_and_it_resumes(tiny_davis, tmp_path):
+    s = settings(tiny_davis, steps=3, val_every=100)  # validated only on the run's last step
+    videos = load_videos(tiny_davis, list(s.train_sequences), SIZE)
+    val = load_videos(tiny_davis, list(s.val_sequences), SIZE)
+    straight = train(_fresh_model(), videos, val, s, tmp_path / "straight", progress=False)
+    cut = train(_fresh_model(), videos, val, s, tmp_path / "cut", progress=False, time_budget_s=0)
+    assert [r["step"] for r in cut] == [0] and cut[0]["val_j"] is not None  # one step, validated
+    state = torch.load(vos_trainer.state_file(tmp_path / "cut"), weights_only=True)
+    assert state["next_step"] == 1 and (tmp_path / "cut" / "best.safetensors").exists()
+    resumed = train(_fresh_model(), videos, val, s, tmp_path / "cut", progress=False, workers=1)
+    assert [r["step"] for r in resumed] == [0, 1, 2]
+    assert [r["loss"] for r in resumed] == [r["loss"] for r in straight]
+    assert _same_weights(tmp_path / "straight", tmp_path / "cut")
+
+
+def test_the_command_stops_at_its_time_budget_and_says_so(tiny_davis, tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["train", "--data", str(tiny_davis), "--out", str(out), "--image-size", str(SIZE), "--steps", "3",
+                 "--batch-size", "1", "--frames", "3", "--val-sequences", "elephant", "--max-minutes", "0",
+                 "--workers", "1", "--quiet", "--export", str(tmp_path / "best.safetensors")])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "stopped by --max-minutes at step 1 of 3" in captured.out
+    assert read_state_dict(tmp_path / "best.safetensors") is not None
+
+
+@pytest.mark.parametrize("extra,expected", [
+    (["--workers", "-1"], "--workers must be at least 0, got -1"),
+    (["--max-minutes", "-2"], "--max-minutes must be at least 0, got -2.0"),
+])
+def test_bad_workers_or_budget_are_one_line_and_leave_nothing(extra, expected, tiny_davis, tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["train", "--data", str(tiny_davis), "--out", str(out), "--image-size", str(SIZE), "--steps", "1",
+                 "--quiet", *extra])
+    err = capsys.readouterr().err
+    assert code == 2 and expected in err and len(err.strip().splitlines()) == 1, err
+    assert not out.exists()
+
+
+def test_the_command_trains_from_the_seeded_initialisation_not_the_shipped_weights(tiny_davis, tmp_path, capsys):
+    def one_step(out, seed):
+        args = ["train", "--data", str(tiny_davis), "--out", str(out), "--image-size", str(SIZE), "--steps", "1",
+                "--batch-size", "1", "--frames", "3", "--val-sequences", "", "--lr", "1e-9", "--seed", str(seed),
+                "--quiet"]
+        assert main(args) == 0, capsys.readouterr().err
+        return read_state_dict(out / "last.safetensors")
+
+    a, b, c = one_step(tmp_path / "a", 0), one_step(tmp_path / "b", 0), one_step(tmp_path / "c", 1)
+    torch.manual_seed(0)
+    initial = build_model("effsam2_lite0", image_size=SIZE, shipped=False).state_dict()
+    shipped = build_model("effsam2_lite0", image_size=SIZE).state_dict()
+    key = "sam_mask_decoder.iou_token.weight"
+    assert torch.equal(a[key], b[key])  # the same --seed, the same run
+    assert (a[key] - c[key]).abs().max() > 0.05  # another seed, another initialisation
+    assert (a[key] - initial[key]).abs().max() < 1e-6  # one step at lr 1e-9 from the seeded initialisation
+    assert (a[key] - shipped[key]).abs().max() > 0.05
 
 
 def test_resuming_with_other_settings_is_refused(tiny_davis, tmp_path, capsys):

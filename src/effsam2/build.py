@@ -47,12 +47,13 @@ def build_from_config(config: ModelConfig, accel: AccelSpec | None = None, *, me
 def build_model(name: str = DEFAULT_ALIAS, checkpoint: str | os.PathLike | None = None, *,
                 device: str | torch.device = "cpu", image_size: int | None = None,
                 accel: AccelSpec | str | None = None, dtype: str = "fp32", memory_backend=None,
-                frame_encoder=None, **accel_options) -> SAM2Model:
+                frame_encoder=None, shipped: bool = True, **accel_options) -> SAM2Model:
     """Build a named model in eval mode with its weights.
 
     ``name`` defaults to effsam2's own model (``"default"``), whose trained weights ship with the package.
     ``checkpoint`` is an official (or ``effsam2 train``) checkpoint, loaded strictly; without one, a model
-    with shipped weights gets those, others stay at their random initialisation. ``image_size`` builds
+    with shipped weights gets those (unless ``shipped`` is False: then, like every other model, its
+    initialisation: the weights its family loads itself, e.g. an ImageNet trunk, the rest random). ``image_size`` builds
     another input resolution; ``accel`` chooses accelerations (``"pool"``, ``"smr"``, ``"swr+smr"``..., see
     :class:`effsam2.accel.spec.AccelSpec`) and ``accel_options`` set their parameters (e.g. smr_sparsity=0.9).
     ``dtype`` (``"fp32"``, ``"bf16"`` or ``"auto"``: bf16 on CUDA and on CPUs with native bf16) is the autocast
@@ -69,7 +70,7 @@ def build_model(name: str = DEFAULT_ALIAS, checkpoint: str | os.PathLike | None 
     model = build_from_config(config, accel, memory_backend=memory_backend, frame_encoder=frame_encoder)
     if family.load_base_weights is not None:
         family.load_base_weights(model)
-    if checkpoint is None:
+    if checkpoint is None and shipped:
         checkpoint = shipped_weights(config)
     if checkpoint is not None:
         state = read_state_dict(checkpoint)

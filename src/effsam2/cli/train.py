@@ -44,8 +44,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=4, help="clips per step (default 4)")
     p.add_argument("--frames", type=int, default=8, help="frames per clip (default 8)")
     p.add_argument("--distractor-prob", type=float, default=0.5,
-                   help="share of clips with another object pasted beside the target (default 0.5; the first "
-                        "500 steps of the shipped model were trained with 0, see docs/models.md)")
+                   help="share of clips with another object pasted beside the target (default 0.5; the shipped "
+                        "model was trained with 0, see docs/models.md)")
     p.add_argument("--twin-prob", type=float, default=0.0,
                    help="share of the distractors that are the target's own twin (its pixels shifted sideways, "
                         "moving as it moves; default 0)")
@@ -64,9 +64,17 @@ def add_parser(subparsers) -> None:
     p.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto",
                    help="autocast dtype (auto: bf16 on CUDA and CPUs with native bf16, else fp32)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="seeds the initial weights (without --checkpoint) and each step's clips and prompts "
+                        "(default 0)")
     p.add_argument("--val-every", type=int, default=100, help="validate every N steps (default 100)")
     p.add_argument("--save-every", type=int, default=25, help="save the run every N steps (default 25)")
+    p.add_argument("--workers", type=int, default=0, metavar="N",
+                   help="draw the training clips ahead in N worker processes (default 0: in the training "
+                        "process); the same clips and weights as 0, faster when the model trains on a GPU")
+    p.add_argument("--max-minutes", type=float, default=None, metavar="M",
+                   help="stop after the first step that ends past M minutes of this command (validated and "
+                        "saved; the same command again resumes; the learning-rate schedule stays that of --steps)")
     p.add_argument("--export", default=None, metavar="FILE.safetensors",
                    help="at the end, write the best weights here in fp16 (the file effsam2 ships)")
     group = p.add_mutually_exclusive_group()
@@ -77,6 +85,8 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from effsam2.build import build_model
     from effsam2.dtypes import resolve_dtype
     from effsam2.registry import get_config
@@ -91,6 +101,10 @@ def run(args: argparse.Namespace) -> int:
     for name in ("steps", "batch_size", "val_every", "save_every"):
         if getattr(args, name) < 1:
             raise Effsam2Error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.workers < 0:
+        raise Effsam2Error(f"--workers must be at least 0, got {args.workers}")
+    if args.max_minutes is not None and not args.max_minutes >= 0:
+        raise Effsam2Error(f"--max-minutes must be at least 0, got {args.max_minutes}")
     if not 0 <= args.distractor_prob <= 1:
         raise Effsam2Error(f"--distractor-prob must be in [0, 1], got {args.distractor_prob}")
     if not 0 <= args.twin_prob <= 1:
@@ -121,7 +135,10 @@ def run(args: argparse.Namespace) -> int:
         raise DatasetError(f"no training sequences left in {args.data} after holding out {', '.join(val)}")
     videos = load_videos(args.data, list(train_names), config.image_size)
     val_videos = load_videos(args.data, list(val), config.image_size)
-    model = build_model(config.name, args.checkpoint, device=device, image_size=config.image_size)
+    # no --checkpoint: the model's initialisation, never its shipped weights (what the model card's command trains
+    # from), drawn from --seed: torch seeds each process at random, so an unseeded initialisation never repeats
+    torch.manual_seed(args.seed)
+    model = build_model(config.name, args.checkpoint, device=device, image_size=config.image_size, shipped=False)
     trunk_tail(model, args.trunk_blocks if args.trunk_lr > 0 else 0)  # a one-line error past the trunk's depth
     dtype = resolve_dtype(args.dtype, device)
     settings = TrainSettings(
@@ -134,11 +151,15 @@ def run(args: argparse.Namespace) -> int:
     print(f"effsam2 train: {config.name} at {config.image_size}px, {len(videos)} training sequences "
           f"({sum(v.num_frames for v in videos)} frames), {len(val_videos)} held out, {dtype}, {device}")
     resume = False if args.fresh else args.resume
+    budget = None if args.max_minutes is None else 60 * args.max_minutes
     history = train(model, videos, val_videos, settings, args.out, resume=resume, save_every=args.save_every,
-                    progress=not args.quiet)
+                    progress=not args.quiet, workers=args.workers, time_budget_s=budget)
     best = [r["val_j"] for r in history if r.get("val_j") is not None]
-    print(f"effsam2 train: {len(history)} steps, last loss {history[-1]['loss']:.4f}"
-          + (f", best held-out J {max(best):.4f}" if best else "") + f"; run in {args.out}")
+    done = history[-1]["step"] + 1
+    stopped = f" (stopped by --max-minutes at step {done} of {args.steps}; run it again to go on)" \
+        if done < args.steps else ""
+    print(f"effsam2 train: {done} steps, last loss {history[-1]['loss']:.4f}"
+          + (f", best held-out J {max(best):.4f}" if best else "") + f"; run in {args.out}{stopped}")
     if args.export is not None:
         source = Path(args.out) / ("best.safetensors" if best else "last.safetensors")
         export_weights(source, args.export, config.name)

@@ -2,6 +2,8 @@
 
 Each step draws B clips (``clip_sampler``) with a generator seeded by (seed, step), so the data position
 is the step number itself and a resumed run sees the same clips; torch's RNG is reseeded the same way.
+The clips can be drawn ahead in worker processes (``train.prefetch``, ``--workers``), with the same result,
+and a run can end on a time budget (``--max-minutes``), saved, to be resumed.
 AdamW with linear warm-up and a cosine decay to a tenth, weight decay off for biases and norms, gradient
 clipping; parameters whose ``requires_grad`` is off (a frozen trunk) are not trained. bf16 autocast on
 CUDA and on CPUs with native bf16 (``--dtype``).
@@ -13,9 +15,11 @@ The run folder holds: ``last.safetensors`` (the trained weights, as ``build_mode
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -30,7 +34,8 @@ from effsam2.errors import Effsam2Error
 from effsam2.io.atomic import atomic_path, atomic_write
 from effsam2.modeling.sam2_model import SAM2Model
 from effsam2.train.adapt import trunk_tail
-from effsam2.train.clip_sampler import ClipSettings, sample_clip
+from effsam2.train.clip_sampler import ClipSettings
+from effsam2.train.prefetch import ClipPrefetcher, DrawnStep, draw_step
 from effsam2.train.prompts import PromptSettings
 from effsam2.train.validate import validate
 from effsam2.train.vos_data import TrainVideo
@@ -115,14 +120,14 @@ def make_optimizer(model: SAM2Model, s: TrainSettings) -> torch.optim.AdamW:
 
 
 def train_step(model: SAM2Model, optimizer: torch.optim.Optimizer, videos: list[TrainVideo], step: int,
-               s: TrainSettings) -> dict[str, float]:
-    """One optimisation step on B clips drawn for ``step``; returns the logged numbers."""
-    rng = np.random.default_rng([s.seed, step])
-    torch.manual_seed(s.seed * 1_000_003 + step)
+               s: TrainSettings, drawn: DrawnStep | None = None) -> dict[str, float]:
+    """One optimisation step on B clips drawn for ``step`` (here, or ahead by a :class:`ClipPrefetcher`:
+    ``drawn``); returns the logged numbers."""
+    if drawn is None:
+        drawn = draw_step(videos, step, s.seed, s.batch_size, s.clips)
+    rng = drawn.generator()
     device = model.device
-    clips = [sample_clip(rng, videos, s.clips) for _ in range(s.batch_size)]
-    frames = torch.stack([c[0] for c in clips], 1).to(device)
-    masks = torch.stack([c[1] for c in clips], 1).to(device)
+    frames, masks = drawn.frames.to(device), drawn.masks.to(device)
     lr = lr_at(step, s)
     for group in optimizer.param_groups:
         group["lr"] = lr * s.trunk_lr / s.lr if group.get("trunk") else lr
@@ -212,8 +217,13 @@ def write_curve(history: list[dict], out_dir: Path) -> None:
 
 def train(model: SAM2Model, videos: list[TrainVideo], val_videos: list[TrainVideo], s: TrainSettings,
           out_dir: str | os.PathLike, *, resume: bool | None = None, save_every: int = 25,
-          progress: bool = True) -> list[dict]:
-    """Run (or resume) ``s.steps`` steps; ``resume=None`` resumes when a state exists, False starts over."""
+          progress: bool = True, workers: int = 0, time_budget_s: float | None = None) -> list[dict]:
+    """Run (or resume) ``s.steps`` steps; ``resume=None`` resumes when a state exists, False starts over.
+
+    ``workers`` > 0 draws the clips ahead in that many processes (the same clips, see
+    :mod:`effsam2.train.prefetch`). With ``time_budget_s``, the run ends after the first step that finishes
+    past that many seconds of this call: it is validated (when it was not just now) and saved, and the same
+    call again resumes it (the learning-rate schedule is the one of ``s.steps`` either way)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     optimizer = make_optimizer(model, s)
@@ -224,23 +234,41 @@ def train(model: SAM2Model, videos: list[TrainVideo], val_videos: list[TrainVide
         raise Effsam2Error(f"nothing to resume: no {state_file(out_dir)}")
     with atomic_write(out_dir / "settings.json", "w") as f:
         f.write(json.dumps(s.fingerprint() | {"steps": s.steps}, indent=1) + "\n")
-    bar = tqdm(range(start, s.steps), initial=start, total=s.steps, desc="train", disable=not progress,
-               dynamic_ncols=True)
-    running = None
-    for step in bar:
-        row = train_step(model, optimizer, videos, step, s)
-        running = row["loss"] if running is None else 0.95 * running + 0.05 * row["loss"]
-        last = step + 1 == s.steps
-        if val_videos and ((step + 1) % s.val_every == 0 or last):
-            checked = validate(model, val_videos, s.val_frames)
-            row["val_j"], row["val_prompt_agreement"] = checked.j, checked.prompt_agreement
-            if best is None or row["val_j"] > best:
-                best = row["val_j"]
-                save_state_dict(trained_state_dict(model, with_base=trains_trunk(s)), out_dir / "best.safetensors",
-                                metadata={"model": s.model, "step": str(step + 1), "val_j": f"{best:.4f}"})
-        history.append(row)
-        bar.set_postfix(loss=f"{running:.3f}", iou=f"{row['train_iou']:.2f}",
-                        val=f"{best:.3f}" if best is not None else "-")
-        if (step + 1) % save_every == 0 or last:
-            save_run(model, optimizer, s, out_dir, step + 1, history, best)
+    began = time.monotonic()
+    with contextlib.ExitStack() as stack:
+        prefetcher = None
+        if workers > 0 and start < s.steps:
+            prefetcher = stack.enter_context(ClipPrefetcher(videos, start, s.steps, workers, s.seed, s.batch_size,
+                                                            s.clips))
+        bar = stack.enter_context(tqdm(range(start, s.steps), initial=start, total=s.steps, desc="train",
+                                       disable=not progress, dynamic_ncols=True))
+        running = None
+        for step in bar:
+            drawn = prefetcher.take(step) if prefetcher is not None else None
+            row = train_step(model, optimizer, videos, step, s, drawn=drawn)
+            running = row["loss"] if running is None else 0.95 * running + 0.05 * row["loss"]
+            out_of_time = time_budget_s is not None and time.monotonic() - began >= time_budget_s
+            last = step + 1 == s.steps or out_of_time
+            best = _validate_and_log(model, val_videos, s, step, row, best, last, out_dir)
+            history.append(row)
+            bar.set_postfix(loss=f"{running:.3f}", iou=f"{row['train_iou']:.2f}",
+                            val=f"{best:.3f}" if best is not None else "-")
+            if (step + 1) % save_every == 0 or last:
+                save_run(model, optimizer, s, out_dir, step + 1, history, best)
+            if out_of_time:
+                break
     return history
+
+
+def _validate_and_log(model: SAM2Model, val_videos: list[TrainVideo], s: TrainSettings, step: int, row: dict,
+                      best: float | None, last: bool, out_dir: Path) -> float | None:
+    """Validate after every ``val_every`` steps and on the run's last step; the best J so far (its weights
+    written as best.safetensors)."""
+    if val_videos and ((step + 1) % s.val_every == 0 or last):
+        checked = validate(model, val_videos, s.val_frames)
+        row["val_j"], row["val_prompt_agreement"] = checked.j, checked.prompt_agreement
+        if best is None or row["val_j"] > best:
+            best = row["val_j"]
+            save_state_dict(trained_state_dict(model, with_base=trains_trunk(s)), out_dir / "best.safetensors",
+                            metadata={"model": s.model, "step": str(step + 1), "val_j": f"{best:.4f}"})
+    return best
