@@ -1,4 +1,4 @@
-"""Two-pass adaptation with pseudo-labels (OnAVOS's idea, offline): benchmarks/eval_heldout_pseudo.md.
+"""Two-pass adaptation with pseudo-labels (OnAVOS's idea, offline): benchmarks/eval_heldout_pseudo_labels.md.
 
 Per sequence: the default model is adapted to the first-frame mask (as ``effsam2 eval --adapt-steps 100``)
 and tracks the video (OUT/pass1/); K frames spread evenly over the video then take that tracking's masks

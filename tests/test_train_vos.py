@@ -4,6 +4,7 @@ input is a one-line error that leaves nothing behind."""
 from __future__ import annotations
 
 import shutil
+import time
 
 import numpy as np
 import pytest
@@ -13,9 +14,11 @@ from PIL import Image
 from effsam2.build import build_model
 from effsam2.checkpoint import read_state_dict
 from effsam2.cli import main
+from effsam2.errors import Effsam2Error
 from effsam2.train import vos_trainer
 from effsam2.train.clip_sampler import ClipSettings, add_twin, sample_clip
 from effsam2.train.losses import memory_mask_loss
+from effsam2.train.prefetch import ClipPrefetcher, draw_step, step_seed
 from effsam2.train.validate import background_square, validate
 from effsam2.train.vos_data import load_videos
 from effsam2.train.vos_trainer import TrainSettings, make_optimizer, train, train_step
@@ -151,19 +154,50 @@ def test_clips_drawn_by_worker_processes_train_the_same_weights(tiny_davis, tmp_
     assert len({r["loss"] for r in ahead}) == 3
 
 
-def test_a_time_budget_ends_the_run_validated_and_saved_and_it_resumes(tiny_davis, tmp_path):
-    s = settings(tiny_davis, steps=3, val_every=100)  # validated only on the run's last step
+def test_a_deadline_ends_the_run_saved_and_it_resumes_to_the_uninterrupted_run(tiny_davis, tmp_path):
+    s = settings(tiny_davis, steps=3, val_every=2)
     videos = load_videos(tiny_davis, list(s.train_sequences), SIZE)
     val = load_videos(tiny_davis, list(s.val_sequences), SIZE)
     straight = train(_fresh_model(), videos, val, s, tmp_path / "straight", progress=False)
-    cut = train(_fresh_model(), videos, val, s, tmp_path / "cut", progress=False, time_budget_s=0)
-    assert [r["step"] for r in cut] == [0] and cut[0]["val_j"] is not None  # one step, validated
+    cut = train(_fresh_model(), videos, val, s, tmp_path / "cut", progress=False, deadline=time.monotonic())
+    assert [r["step"] for r in cut] == [0] and cut[0].get("val_j") is None  # one step, not validated out of turn
     state = torch.load(vos_trainer.state_file(tmp_path / "cut"), weights_only=True)
-    assert state["next_step"] == 1 and (tmp_path / "cut" / "best.safetensors").exists()
+    assert state["next_step"] == 1 and not (tmp_path / "cut" / "best.safetensors").exists()
     resumed = train(_fresh_model(), videos, val, s, tmp_path / "cut", progress=False, workers=1)
     assert [r["step"] for r in resumed] == [0, 1, 2]
     assert [r["loss"] for r in resumed] == [r["loss"] for r in straight]
     assert _same_weights(tmp_path / "straight", tmp_path / "cut")
+    assert (tmp_path / "cut" / "loss.csv").read_text() == (tmp_path / "straight" / "loss.csv").read_text()
+    a = read_state_dict(tmp_path / "straight" / "best.safetensors")
+    b = read_state_dict(tmp_path / "cut" / "best.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)  # what --export writes is the same too
+
+
+def test_a_drawn_step_hands_back_the_generators_as_drawing_left_them(tiny_davis):
+    videos = load_videos(tiny_davis, ["bear"], SIZE)
+    clips = ClipSettings(frames=3, distractor_prob=1.0)
+    rng = np.random.default_rng([0, 3])
+    torch.manual_seed(step_seed(0, 3))
+    sample_clip(rng, videos, clips)
+    expected_numpy, expected_torch = rng.random(4), torch.rand(4)  # what the step would draw next, in place
+    drawn = draw_step(videos, 3, 0, 1, clips)
+    torch.manual_seed(123)  # whatever happened to the generators since
+    handed_back = drawn.generator()
+    assert np.array_equal(handed_back.random(4), expected_numpy) and torch.equal(torch.rand(4), expected_torch)
+
+
+def test_a_failing_clip_worker_is_a_one_line_error_and_leaving_stops_every_worker(tiny_davis):
+    with ClipPrefetcher([], 0, 4, 1, 0, 1, ClipSettings(frames=3)) as failing:  # no videos to draw from
+        with pytest.raises(Effsam2Error, match="clip worker 0 failed on step 0: ") as err:
+            failing.take(0)
+        assert "\n" not in str(err.value)
+    assert not any(p.is_alive() for p in failing.processes)
+    videos = load_videos(tiny_davis, ["bear"], SIZE)
+    with ClipPrefetcher(videos, 5, 40, 2, 0, 1, ClipSettings(frames=3)) as early:
+        assert early.take(5).step == 5 and early.take(6).step == 6
+        with pytest.raises(Effsam2Error, match="step 9 asked for, 7 is next"):
+            early.take(9)
+    assert not any(p.is_alive() for p in early.processes)  # 33 steps were never taken
 
 
 def test_the_command_stops_at_its_time_budget_and_says_so(tiny_davis, tmp_path, capsys):
@@ -173,7 +207,7 @@ def test_the_command_stops_at_its_time_budget_and_says_so(tiny_davis, tmp_path, 
                  "--workers", "1", "--quiet", "--export", str(tmp_path / "best.safetensors")])
     captured = capsys.readouterr()
     assert code == 0, captured.err
-    assert "stopped by --max-minutes at step 1 of 3" in captured.out
+    assert "stopped by --max-minutes at step 1 of 3" in captured.out and "best held-out J" not in captured.out
     assert read_state_dict(tmp_path / "best.safetensors") is not None
 
 

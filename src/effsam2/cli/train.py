@@ -73,8 +73,9 @@ def add_parser(subparsers) -> None:
                    help="draw the training clips ahead in N worker processes (default 0: in the training "
                         "process); the same clips and weights as 0, faster when the model trains on a GPU")
     p.add_argument("--max-minutes", type=float, default=None, metavar="M",
-                   help="stop after the first step that ends past M minutes of this command (validated and "
-                        "saved; the same command again resumes; the learning-rate schedule stays that of --steps)")
+                   help="stop after the first training step that ends past M minutes from this command's start "
+                        "(the run is saved, and validated only where it would be anyway; the same command again "
+                        "resumes it; the learning-rate schedule stays that of --steps)")
     p.add_argument("--export", default=None, metavar="FILE.safetensors",
                    help="at the end, write the best weights here in fp16 (the file effsam2 ships)")
     group = p.add_mutually_exclusive_group()
@@ -85,6 +86,8 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import time
+
     import torch
 
     from effsam2.build import build_model
@@ -101,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
     for name in ("steps", "batch_size", "val_every", "save_every"):
         if getattr(args, name) < 1:
             raise Effsam2Error(f"--{name.replace('_', '-')} must be at least 1")
+    started = time.monotonic()
     if args.workers < 0:
         raise Effsam2Error(f"--workers must be at least 0, got {args.workers}")
     if args.max_minutes is not None and not args.max_minutes >= 0:
@@ -151,9 +155,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"effsam2 train: {config.name} at {config.image_size}px, {len(videos)} training sequences "
           f"({sum(v.num_frames for v in videos)} frames), {len(val_videos)} held out, {dtype}, {device}")
     resume = False if args.fresh else args.resume
-    budget = None if args.max_minutes is None else 60 * args.max_minutes
+    deadline = None if args.max_minutes is None else started + 60 * args.max_minutes
     history = train(model, videos, val_videos, settings, args.out, resume=resume, save_every=args.save_every,
-                    progress=not args.quiet, workers=args.workers, time_budget_s=budget)
+                    progress=not args.quiet, workers=args.workers, deadline=deadline)
     best = [r["val_j"] for r in history if r.get("val_j") is not None]
     done = history[-1]["step"] + 1
     stopped = f" (stopped by --max-minutes at step {done} of {args.steps}; run it again to go on)" \

@@ -3,7 +3,7 @@
 Each step draws B clips (``clip_sampler``) with a generator seeded by (seed, step), so the data position
 is the step number itself and a resumed run sees the same clips; torch's RNG is reseeded the same way.
 The clips can be drawn ahead in worker processes (``train.prefetch``, ``--workers``), with the same result,
-and a run can end on a time budget (``--max-minutes``), saved, to be resumed.
+and a run can end at a deadline (``--max-minutes``), saved, to be resumed.
 AdamW with linear warm-up and a cosine decay to a tenth, weight decay off for biases and norms, gradient
 clipping; parameters whose ``requires_grad`` is off (a frozen trunk) are not trained. bf16 autocast on
 CUDA and on CPUs with native bf16 (``--dtype``).
@@ -217,13 +217,14 @@ def write_curve(history: list[dict], out_dir: Path) -> None:
 
 def train(model: SAM2Model, videos: list[TrainVideo], val_videos: list[TrainVideo], s: TrainSettings,
           out_dir: str | os.PathLike, *, resume: bool | None = None, save_every: int = 25,
-          progress: bool = True, workers: int = 0, time_budget_s: float | None = None) -> list[dict]:
+          progress: bool = True, workers: int = 0, deadline: float | None = None) -> list[dict]:
     """Run (or resume) ``s.steps`` steps; ``resume=None`` resumes when a state exists, False starts over.
 
     ``workers`` > 0 draws the clips ahead in that many processes (the same clips, see
-    :mod:`effsam2.train.prefetch`). With ``time_budget_s``, the run ends after the first step that finishes
-    past that many seconds of this call: it is validated (when it was not just now) and saved, and the same
-    call again resumes it (the learning-rate schedule is the one of ``s.steps`` either way)."""
+    :mod:`effsam2.train.prefetch`). With a ``deadline`` (a ``time.monotonic()`` instant), the run ends after the
+    first step that finishes past it and is saved; it is validated only where it would have been anyway, so the
+    same call again resumes it to what an uninterrupted run gives (the learning-rate schedule is the one of
+    ``s.steps`` either way)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     optimizer = make_optimizer(model, s)
@@ -234,7 +235,6 @@ def train(model: SAM2Model, videos: list[TrainVideo], val_videos: list[TrainVide
         raise Effsam2Error(f"nothing to resume: no {state_file(out_dir)}")
     with atomic_write(out_dir / "settings.json", "w") as f:
         f.write(json.dumps(s.fingerprint() | {"steps": s.steps}, indent=1) + "\n")
-    began = time.monotonic()
     with contextlib.ExitStack() as stack:
         prefetcher = None
         if workers > 0 and start < s.steps:
@@ -247,13 +247,13 @@ def train(model: SAM2Model, videos: list[TrainVideo], val_videos: list[TrainVide
             drawn = prefetcher.take(step) if prefetcher is not None else None
             row = train_step(model, optimizer, videos, step, s, drawn=drawn)
             running = row["loss"] if running is None else 0.95 * running + 0.05 * row["loss"]
-            out_of_time = time_budget_s is not None and time.monotonic() - began >= time_budget_s
-            last = step + 1 == s.steps or out_of_time
+            last = step + 1 == s.steps
+            out_of_time = deadline is not None and time.monotonic() >= deadline
             best = _validate_and_log(model, val_videos, s, step, row, best, last, out_dir)
             history.append(row)
             bar.set_postfix(loss=f"{running:.3f}", iou=f"{row['train_iou']:.2f}",
                             val=f"{best:.3f}" if best is not None else "-")
-            if (step + 1) % save_every == 0 or last:
+            if (step + 1) % save_every == 0 or last or out_of_time:
                 save_run(model, optimizer, s, out_dir, step + 1, history, best)
             if out_of_time:
                 break
