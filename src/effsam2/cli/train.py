@@ -88,6 +88,8 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     import time
 
+    started = time.monotonic()  # --max-minutes counts from here
+
     import torch
 
     from effsam2.build import build_model
@@ -104,7 +106,6 @@ def run(args: argparse.Namespace) -> int:
     for name in ("steps", "batch_size", "val_every", "save_every"):
         if getattr(args, name) < 1:
             raise Effsam2Error(f"--{name.replace('_', '-')} must be at least 1")
-    started = time.monotonic()
     if args.workers < 0:
         raise Effsam2Error(f"--workers must be at least 0, got {args.workers}")
     if args.max_minutes is not None and not args.max_minutes >= 0:

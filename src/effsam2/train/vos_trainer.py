@@ -249,7 +249,7 @@ def train(model: SAM2Model, videos: list[TrainVideo], val_videos: list[TrainVide
             running = row["loss"] if running is None else 0.95 * running + 0.05 * row["loss"]
             last = step + 1 == s.steps
             out_of_time = deadline is not None and time.monotonic() >= deadline
-            best = _validate_and_log(model, val_videos, s, step, row, best, last, out_dir)
+            best = _validate_if_due(model, val_videos, s, step, row, best, last, out_dir)
             history.append(row)
             bar.set_postfix(loss=f"{running:.3f}", iou=f"{row['train_iou']:.2f}",
                             val=f"{best:.3f}" if best is not None else "-")
@@ -260,7 +260,7 @@ def train(model: SAM2Model, videos: list[TrainVideo], val_videos: list[TrainVide
     return history
 
 
-def _validate_and_log(model: SAM2Model, val_videos: list[TrainVideo], s: TrainSettings, step: int, row: dict,
+def _validate_if_due(model: SAM2Model, val_videos: list[TrainVideo], s: TrainSettings, step: int, row: dict,
                       best: float | None, last: bool, out_dir: Path) -> float | None:
     """Validate after every ``val_every`` steps and on the run's last step; the best J so far (its weights
     written as best.safetensors)."""
