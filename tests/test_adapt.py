@@ -79,6 +79,23 @@ def test_adaptation_lowers_the_loss_and_leaves_the_model_alone(model, prompt):
     assert all(torch.equal(again[k], new_state[k]) for k in new_state)
 
 
+def test_average_last_is_the_mean_of_the_last_steps_weights(model, prompt):
+    base = AdaptSettings(steps=3, lr=1e-3, batch_size=1, clip_frames=3, dtype="fp32")
+    # the same seeds draw the same steps, so a 2-step run is the 3-step run's path after its second step
+    after2 = adapt_to_prompt(model, [prompt], dataclasses.replace(base, steps=2)).model.state_dict()
+    after3 = adapt_to_prompt(model, [prompt], base).model.state_dict()
+    averaged = adapt_to_prompt(model, [prompt], dataclasses.replace(base, average_last=2))
+    assert len(averaged.losses) == 3
+    state = averaged.model.state_dict()
+    key = "sam_mask_decoder.iou_token.weight"
+    assert not torch.allclose(after2[key], after3[key])  # the two steps' weights differ
+    for k, v in state.items():
+        expected = (after2[k] + after3[k]) / 2 if v.is_floating_point() else after3[k]  # counters: the last
+        torch.testing.assert_close(v, expected, msg=k)
+    last_only = adapt_to_prompt(model, [prompt], dataclasses.replace(base, average_last=1)).model.state_dict()
+    assert all(torch.equal(last_only[k], after3[k]) for k in after3)
+
+
 @pytest.mark.parametrize("trunk_blocks", [2, None])
 def test_trunk_blocks_adapts_only_the_trunk_tail(model, prompt, trunk_blocks):
     before_state = {k: v.clone() for k, v in model.state_dict().items()}
@@ -106,6 +123,7 @@ def test_trunk_blocks_adapts_only_the_trunk_tail(model, prompt, trunk_blocks):
     (AdaptSettings(dtype="fp16"), "bf16 or fp32"),
     (AdaptSettings(trunk_blocks=-1), "trunk blocks must be >= 0"),
     (AdaptSettings(trunk_blocks=99), "the trunk has 16"),
+    (AdaptSettings(steps=10, average_last=11), "0 to 10 last steps"),
 ])
 def test_bad_settings_are_refused(model, prompt, settings, expected):
     with pytest.raises(Effsam2Error, match=expected):

@@ -6,7 +6,8 @@ object moved along a random affine path over its own frame, then zoom-crop, flip
 parts of the model (at its input size, or at ``image_size`` and then loaded back into the model's
 size; and, with ``trunk_blocks``, the last blocks of its image trunk or all of them; the
 trunk's stem and batch norm statistics stay as they are) take a few AdamW steps of the training loss on them, the first
-frame prompted by that mask. The model handed in is never changed; ``steps == 0`` returns it as it is.
+frame prompted by that mask; with ``average_last`` the result is the mean of the weights after each of the
+last steps instead of the last step's. The model handed in is never changed; ``steps == 0`` returns it as it is.
 
 Everything is drawn from generators seeded by (``seed``, step): the same frame, mask and settings give
 the same adapted weights.
@@ -51,6 +52,9 @@ class AdaptSettings:
     trunk_blocks: int | None = 0  # the last N trunk blocks are adapted too; 0: none (the trunk frozen), None: all
     # the input size adaptation runs at (None: the model's); the adapted weights then track at the model's size
     image_size: int | None = None
+    # the adapted weights are the mean of those after each of the last N steps (stochastic weight
+    # averaging over the adaptation's own path); 0: the last step's weights
+    average_last: int = 0
 
     def check(self) -> None:
         """One-line errors for settings that cannot run."""
@@ -65,6 +69,9 @@ class AdaptSettings:
             raise Effsam2Error(f"adapted trunk blocks must be >= 0, got {self.trunk_blocks}")
         if self.image_size is not None and self.image_size <= 0:
             raise Effsam2Error(f"adaptation image size must be > 0, got {self.image_size}")
+        if not 0 <= self.average_last <= self.steps:
+            raise Effsam2Error(f"adaptation can average the weights of 0 to {self.steps} last steps, "
+                               f"got {self.average_last}")
         if self.dtype not in ("bf16", "fp32"):
             raise Effsam2Error(f"adaptation dtype must be bf16 or fp32, got {self.dtype}")
 
@@ -124,6 +131,7 @@ def adapt_to_prompt(model: SAM2Model, videos: list[TrainVideo], s: AdaptSettings
     clips = replace(ADAPT_CLIPS, frames=s.clip_frames)
     device = adapted.device
     losses = []
+    averaged = [torch.zeros_like(p, dtype=torch.float32) for p in params] if s.average_last else []
     adapted.train()
     with torch.inference_mode(False), torch.enable_grad():
         for step in range(s.steps):
@@ -139,8 +147,14 @@ def adapt_to_prompt(model: SAM2Model, videos: list[TrainVideo], s: AdaptSettings
             torch.nn.utils.clip_grad_norm_(params, s.grad_clip)
             optimizer.step()
             losses.append(float(loss.total.detach()))
+            if averaged and step >= s.steps - s.average_last:
+                for total, p in zip(averaged, params):
+                    total.add_(p.detach().float())
             if on_step is not None:
                 on_step(step, losses[-1])
+    with torch.no_grad():
+        for total, p in zip(averaged, params):
+            p.copy_(total / s.average_last)
     if adapted.image_size != model.image_size:  # the adapted weights, tracking at the model's own size
         tracking = copy.deepcopy(model)
         tracking.load_state_dict(adapted.state_dict())
