@@ -8,7 +8,10 @@ adaptation: the two seeds' weights averaged (a soup of two adaptations), the two
 base)). PNG predictions go to OUT/<variant>/<sequence>/ for ``effsam2 eval --predictions``. Single-object
 sequences (DAVIS-2016).
 
-    python benchmarks/adapt_variants.py ../shared/data/davis2016-train dance-jump,kite-walk,motorbike OUT [AVG]
+    python benchmarks/adapt_variants.py ../shared/data/davis2016-train dance-jump,kite-walk,motorbike OUT [AVG [soup [SEED]]]
+
+With ``soup``, only the two seeds and their weight soup are computed; SEED (default 0) is then the first of
+the two seeds (seeds SEED and SEED + 1; the folders keep the names seed0 and seed1).
 """
 import copy
 import sys
@@ -28,10 +31,12 @@ from effsam2.train.adapt import AdaptSettings, adapt_to_sequence
 
 data, names, out = sys.argv[1], sys.argv[2].split(","), Path(sys.argv[3])
 average = int(sys.argv[4]) if len(sys.argv) > 4 else 50
+soup_only = len(sys.argv) > 5 and sys.argv[5] == "soup"
+first_seed = int(sys.argv[6]) if len(sys.argv) > 6 else 0
 dataset = open_dataset(data)
 base = effsam2.build_model()
-seed0 = AdaptSettings(dtype=resolve_dtype("auto", base.device))
-seed1 = replace(seed0, seed=1)
+seed0 = AdaptSettings(dtype=resolve_dtype("auto", base.device), seed=first_seed)
+seed1 = replace(seed0, seed=first_seed + 1)
 swa = replace(seed0, average_last=average)
 
 
@@ -72,8 +77,11 @@ for name in names:
     logits0, logits1 = track(a0, frames, gt0), track(a1, frames, gt0)
     save(logits0, "seed0", seq, obj)
     save(logits1, "seed1", seq, obj)
-    save(logits0 + logits1, "logit_ensemble", seq, obj)
     save(track(mixed(a0, a1, 0.5), frames, gt0), "weight_soup", seq, obj)
+    if soup_only:
+        print(f"{name} done, {time.time() - start:.0f} s", flush=True)
+        continue
+    save(logits0 + logits1, "logit_ensemble", seq, obj)
     for a in (0.5, 0.75):
         save(track(mixed(base, a0, a), frames, gt0), f"wise_{a:g}", seq, obj)
     save(track(adapt_to_sequence(base, seq, swa), frames, gt0), f"average_last_{average}", seq, obj)

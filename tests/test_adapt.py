@@ -96,6 +96,23 @@ def test_average_last_is_the_mean_of_the_last_steps_weights(model, prompt):
     assert all(torch.equal(last_only[k], after3[k]) for k in after3)
 
 
+def test_seeds_average_the_weights_of_copies_adapted_with_successive_seeds(model, prompt):
+    one = AdaptSettings(steps=2, lr=1e-3, batch_size=1, clip_frames=3, dtype="fp32", seed=3)
+    first = adapt_to_prompt(model, [prompt], one).model.state_dict()
+    second = adapt_to_prompt(model, [prompt], dataclasses.replace(one, seed=4)).model.state_dict()
+    reported = []
+    soup = adapt_to_prompt(model, [prompt], dataclasses.replace(one, seeds=2),
+                           on_step=lambda step, loss: reported.append(step))
+    assert reported == [0, 1, 2, 3] and len(soup.losses) == 4
+    state = soup.model.state_dict()
+    key = "sam_mask_decoder.iou_token.weight"
+    assert not torch.allclose(first[key], second[key])  # the two seeds' copies differ
+    for k, v in state.items():
+        expected = (first[k] + second[k]) / 2 if v.is_floating_point() else first[k]
+        torch.testing.assert_close(v, expected, msg=k)
+    assert not soup.model.training
+
+
 @pytest.mark.parametrize("trunk_blocks", [2, None])
 def test_trunk_blocks_adapts_only_the_trunk_tail(model, prompt, trunk_blocks):
     before_state = {k: v.clone() for k, v in model.state_dict().items()}
@@ -124,6 +141,7 @@ def test_trunk_blocks_adapts_only_the_trunk_tail(model, prompt, trunk_blocks):
     (AdaptSettings(trunk_blocks=-1), "trunk blocks must be >= 0"),
     (AdaptSettings(trunk_blocks=99), "the trunk has 16"),
     (AdaptSettings(steps=10, average_last=11), "0 to 10 last steps"),
+    (AdaptSettings(seeds=0), "needs >= 1 seed"),
 ])
 def test_bad_settings_are_refused(model, prompt, settings, expected):
     with pytest.raises(Effsam2Error, match=expected):
@@ -175,6 +193,18 @@ def test_eval_adapts_each_sequence(davis_dir, tmp_path, capsys):
     assert all(0 < m.sum() < m.size for m in masks)
 
 
+def test_eval_adapts_a_soup_of_seeds(davis_dir, tmp_path, capsys):
+    dataset = copy_subset(davis_dir, tmp_path / "davis", (SEQUENCE,), 3)
+    out = tmp_path / "out"
+    code = main(["eval", "--dataset", str(dataset), "--model", "default", "--image-size", str(SIZE),
+                 "--adapt-steps", "2", "--adapt-seeds", "2", "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "the mean of 2 seeds' weights" in captured.err and "4/4" in captured.err  # the bar counts both copies
+    masks = [np.asarray(Image.open(p)) == 1 for p in sorted((out / "predictions" / SEQUENCE).glob("*.png"))]
+    assert len(masks) == 3 and all(0 < m.sum() < m.size for m in masks)
+
+
 def test_eval_adapts_at_another_size(davis_dir, tmp_path, capsys):
     dataset = copy_subset(davis_dir, tmp_path / "davis", (SEQUENCE,), 3)
     out = tmp_path / "out"
@@ -194,6 +224,7 @@ def test_eval_adapts_at_another_size(davis_dir, tmp_path, capsys):
     (["--adapt-steps", "5", "--adapt-trunk-blocks", "-1"], "trunk blocks must be >= 0"),
     (["--adapt-steps", "5", "--adapt-trunk-blocks", "17", "--sequences", SEQUENCE], "the trunk has 16"),
     (["--adapt-steps", "5", "--adapt-image-size", "100", "--sequences", SEQUENCE], "multiple of 32"),
+    (["--adapt-steps", "5", "--adapt-seeds", "0"], "needs >= 1 seed"),
 ])
 def test_eval_adapt_errors_are_one_line(davis_dir, tmp_path, capsys, extra, expected):
     code = main(["eval", "--dataset", str(davis_dir), "--model", "default", "--out", str(tmp_path / "out"), *extra])

@@ -1,4 +1,4 @@
-"""``--adapt-steps`` / ``--adapt-lr`` / ``--adapt-trunk-blocks`` / ``--adapt-image-size``: first-frame adaptation options shared by ``effsam2 eval`` and
+"""``--adapt-steps`` / ``--adapt-lr`` / ``--adapt-trunk-blocks`` / ``--adapt-image-size`` / ``--adapt-seeds``: first-frame adaptation options shared by ``effsam2 eval`` and
 ``effsam2 track`` (the work itself is :mod:`effsam2.train.adapt`)."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from effsam2.train.adapt import AdaptSettings, trunk_tail
 
 
 def add_adapt_options(group, what: str) -> None:
-    """Add the four options; ``what`` names the mask the model is adapted to (for the help text)."""
+    """Add the five options; ``what`` names the mask the model is adapted to (for the help text)."""
     group.add_argument("--adapt-steps", type=int, default=0, metavar="N",
                        help=f"first-frame adaptation: before tracking, fine-tune a copy of the model for "
                             f"N steps on synthetic clips made from {what} (default 0: the model as "
@@ -31,6 +31,9 @@ def add_adapt_options(group, what: str) -> None:
                        help="the input size --adapt-steps adapts at (default: the tracking size, --image-size or "
                             "the model's); the adapted weights then track at the tracking size, e.g. --image-size "
                             "448 --adapt-image-size 384")
+    group.add_argument("--adapt-seeds", type=int, default=AdaptSettings.seeds, metavar="N",
+                       help="adapt N copies, each on clips drawn from its own seed, and track with the mean of "
+                            "their weights (default 1; N times the adaptation time, the same tracking time)")
 
 
 def trunk_blocks_arg(text: str) -> int | None:
@@ -54,7 +57,8 @@ def adapt_settings(args: argparse.Namespace, model=None) -> AdaptSettings:
     ``--adapt-image-size`` are checked against it (before any progress bar opens); without one, fp32 and no trunk check."""
     dtype = "fp32" if model is None else resolve_dtype("auto", model.device)
     settings = AdaptSettings(steps=args.adapt_steps, lr=args.adapt_lr, dtype=dtype,
-                             trunk_blocks=args.adapt_trunk_blocks, image_size=args.adapt_image_size)
+                             trunk_blocks=args.adapt_trunk_blocks, image_size=args.adapt_image_size,
+                             seeds=args.adapt_seeds)
     settings.check()
     if model is not None:
         trunk_tail(model, settings.trunk_blocks)

@@ -120,7 +120,7 @@ def _prepare(args: argparse.Namespace, model):
     settings = adapt_settings(args, model)  # a trunk too shallow fails here, before any sequence is run
 
     def adapted(unadapted, seq):
-        with adapt_progress(settings.steps, f"adapting to {seq.name}", leave=False) as on_step:
+        with adapt_progress(settings.total_steps, f"adapting to {seq.name}", leave=False) as on_step:
             return adapt_to_sequence(unadapted, seq, settings, on_step=on_step)
 
     return adapted
@@ -194,7 +194,8 @@ def _run_model(args: argparse.Namespace, dataset, sequences: list[str] | None, s
     if args.adapt_steps:
         print(f"effsam2 eval: adapting to each sequence's first-frame masks, {args.adapt_steps} steps at lr "
               f"{args.adapt_lr:g}, {describe_trunk_blocks(args.adapt_trunk_blocks)}, at "
-              f"{args.adapt_image_size or config.image_size}px", file=sys.stderr)
+              f"{args.adapt_image_size or config.image_size}px"
+              + (f", the mean of {args.adapt_seeds} seeds' weights" if args.adapt_seeds > 1 else ""), file=sys.stderr)
     if args.tta != "none":
         print(f"effsam2 eval: test-time augmentation: {args.tta}", file=sys.stderr)
     return predict_dataset(model, dataset, names, staging / "predictions", prompt=args.prompt,

@@ -132,7 +132,7 @@ def _adaptation_videos(args, prompts: list[ObjectPrompt], masks: list[np.ndarray
 def _adapt(args, model, videos: list[TrainVideo]):
     """The model fine-tuned on ``videos`` (a copy), with a progress bar showing the loss."""
     settings = adapt_settings(args, model)
-    with adapt_progress(settings.steps, disable=args.no_progress) as on_step:
+    with adapt_progress(settings.total_steps, disable=args.no_progress) as on_step:
         return adapt_to_prompt(model, videos, settings, on_step=on_step).model
 
 

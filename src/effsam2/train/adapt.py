@@ -7,7 +7,8 @@ parts of the model (at its input size, or at ``image_size`` and then loaded back
 size; and, with ``trunk_blocks``, the last blocks of its image trunk or all of them; the
 trunk's stem and batch norm statistics stay as they are) take a few AdamW steps of the training loss on them, the first
 frame prompted by that mask; with ``average_last`` the result is the mean of the weights after each of the
-last steps instead of the last step's. The model handed in is never changed; ``steps == 0`` returns it as it is.
+last steps instead of the last step's, and with ``seeds`` the mean of several such copies adapted with
+different seeds. The model handed in is never changed; ``steps == 0`` returns it as it is.
 
 Everything is drawn from generators seeded by (``seed``, step): the same frame, mask and settings give
 the same adapted weights.
@@ -55,6 +56,14 @@ class AdaptSettings:
     # the adapted weights are the mean of those after each of the last N steps (stochastic weight
     # averaging over the adaptation's own path); 0: the last step's weights
     average_last: int = 0
+    # copies adapted with the seeds seed, seed + 1, ...; the result's trained weights are their mean (a
+    # soup of adaptations, which evens out how one seed's clips happen to fall); 1: one copy
+    seeds: int = 1
+
+    @property
+    def total_steps(self) -> int:
+        """The steps taken in all: ``steps`` for each seed."""
+        return self.steps * self.seeds
 
     def check(self) -> None:
         """One-line errors for settings that cannot run."""
@@ -69,6 +78,8 @@ class AdaptSettings:
             raise Effsam2Error(f"adapted trunk blocks must be >= 0, got {self.trunk_blocks}")
         if self.image_size is not None and self.image_size <= 0:
             raise Effsam2Error(f"adaptation image size must be > 0, got {self.image_size}")
+        if self.seeds < 1:
+            raise Effsam2Error(f"adaptation needs >= 1 seed, got {self.seeds}")
         if not 0 <= self.average_last <= self.steps:
             raise Effsam2Error(f"adaptation can average the weights of 0 to {self.steps} last steps, "
                                f"got {self.average_last}")
@@ -110,8 +121,9 @@ class Adapted:
 def adapt_to_prompt(model: SAM2Model, videos: list[TrainVideo], s: AdaptSettings,
                     on_step: Callable[[int, float], None] | None = None) -> Adapted:
     """A copy of ``model`` fine-tuned on the prompt frames ``videos`` (one object each, see
-    :func:`prompt_video`); ``model`` itself is left as it was. ``on_step(step, loss)`` is called after
-    each step (a progress bar)."""
+    :func:`prompt_video`); ``model`` itself is left as it was. With ``s.seeds`` above 1, that many copies
+    are adapted, one seed each, and their trained weights averaged. ``on_step(step, loss)`` is called after
+    each step, counted over all the copies up to ``s.total_steps`` (a progress bar)."""
     s.check()
     if s.steps == 0:
         return Adapted(model)
@@ -122,6 +134,27 @@ def adapt_to_prompt(model: SAM2Model, videos: list[TrainVideo], s: AdaptSettings
         if video.frames.shape[1:3] != (size, size):
             raise Effsam2Error(f"adaptation frame of {video.name} is {video.frames.shape[2]}x{video.frames.shape[1]}; "
                                f"adapting at {size} needs {size}x{size} (prompt_video(..., size={size}))")
+    losses: list[float] = []
+    copies = [_adapt_copy(model, videos, replace(s, seed=s.seed + i), size, i * s.steps, losses, on_step)
+              for i in range(s.seeds)]
+    adapted, params = copies[0]
+    if len(copies) > 1:  # a soup: the trained weights of the copies averaged, into the first
+        with torch.no_grad():
+            for i, p in enumerate(params):
+                p.copy_(torch.stack([c[1][i].float() for c in copies]).mean(0).to(p.dtype))
+    if adapted.image_size != model.image_size:  # the adapted weights, tracking at the model's own size
+        tracking = copy.deepcopy(model)
+        tracking.load_state_dict(adapted.state_dict())
+        adapted = tracking
+    return Adapted(adapted.eval(), losses)
+
+
+def _adapt_copy(model: SAM2Model, videos: list[TrainVideo], s: AdaptSettings, size: int, first_step: int,
+                losses: list[float], on_step: Callable[[int, float], None] | None
+                ) -> tuple[SAM2Model, list[torch.nn.Parameter]]:
+    """One copy of ``model`` at ``size`` adapted with ``s.seed`` (its last-steps average with
+    ``s.average_last``), and the parameters it trained; each step's loss is appended to ``losses`` and
+    reported as step ``first_step + step``."""
     adapted = copy.deepcopy(model) if size == model.image_size else at_image_size(model, size)
     adapted.image_encoder.trunk.requires_grad_(False)
     for block in trunk_tail(adapted, s.trunk_blocks):
@@ -130,7 +163,6 @@ def adapt_to_prompt(model: SAM2Model, videos: list[TrainVideo], s: AdaptSettings
     optimizer = torch.optim.AdamW(params, lr=s.lr, weight_decay=0.0)
     clips = replace(ADAPT_CLIPS, frames=s.clip_frames)
     device = adapted.device
-    losses = []
     averaged = [torch.zeros_like(p, dtype=torch.float32) for p in params] if s.average_last else []
     adapted.train()
     with torch.inference_mode(False), torch.enable_grad():
@@ -151,15 +183,11 @@ def adapt_to_prompt(model: SAM2Model, videos: list[TrainVideo], s: AdaptSettings
                 for total, p in zip(averaged, params):
                     total.add_(p.detach().float())
             if on_step is not None:
-                on_step(step, losses[-1])
+                on_step(first_step + step, losses[-1])
     with torch.no_grad():
         for total, p in zip(averaged, params):
             p.copy_(total / s.average_last)
-    if adapted.image_size != model.image_size:  # the adapted weights, tracking at the model's own size
-        tracking = copy.deepcopy(model)
-        tracking.load_state_dict(adapted.state_dict())
-        adapted = tracking
-    return Adapted(adapted.eval(), losses)
+    return adapted, params
 
 
 def adapt_size(model: SAM2Model, s: AdaptSettings) -> int:
