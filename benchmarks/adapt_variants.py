@@ -19,14 +19,12 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import torch
+from first_frame_tracking import save_masks, single_object, track_logits
 
 import effsam2
 from effsam2.dtypes import resolve_dtype
 from effsam2.io.datasets import open_dataset
-from effsam2.io.frames import open_frames
-from effsam2.io.masks import save_label_png
 from effsam2.train.adapt import AdaptSettings, adapt_to_sequence
 
 data, names, out = sys.argv[1], sys.argv[2].split(","), Path(sys.argv[3])
@@ -40,15 +38,6 @@ seed1 = replace(seed0, seed=first_seed + 1)
 swa = replace(seed0, average_last=average)
 
 
-def track(model, frames, gt0):
-    """Logits (T, H, W) of ``model`` tracking ``frames`` from the first-frame mask."""
-    with torch.inference_mode():
-        pred = effsam2.VideoPredictor(model)
-        state = pred.init_state(frames)
-        pred.add_new_mask(state, 0, 1, gt0)
-        return torch.stack([lg[0, 0] for _, _, lg in pred.propagate_in_video(state)])
-
-
 def mixed(a, b, weight_b):
     """A copy of model ``a`` whose floating-point weights are (1 - weight_b) a + weight_b b."""
     sa, sb = a.state_dict(), b.state_dict()
@@ -59,30 +48,24 @@ def mixed(a, b, weight_b):
 
 
 def save(logits, variant, seq, obj):
-    folder = out / variant / seq.name
-    folder.mkdir(parents=True, exist_ok=True)
-    masks = (logits > 0).numpy()
-    for i, f in enumerate(seq.frames):
-        save_label_png(folder / f"{f}.png", masks[i].astype(np.uint8) * obj)
+    save_masks((logits > 0).numpy(), out / variant, seq, obj)
 
 
 for name in names:
     start = time.time()
     seq = dataset.sequence(name)
-    obj = seq.object_ids[0]
-    gt0 = seq.gt_masks(seq.frames[0])[obj]
-    frames = open_frames([seq.image_path(f) for f in seq.frames])
+    obj, gt0, frames = single_object(seq)
     a0 = adapt_to_sequence(base, seq, seed0)
     a1 = adapt_to_sequence(base, seq, seed1)
-    logits0, logits1 = track(a0, frames, gt0), track(a1, frames, gt0)
+    logits0, logits1 = track_logits(a0, frames, gt0), track_logits(a1, frames, gt0)
     save(logits0, "seed0", seq, obj)
     save(logits1, "seed1", seq, obj)
-    save(track(mixed(a0, a1, 0.5), frames, gt0), "weight_soup", seq, obj)
+    save(track_logits(mixed(a0, a1, 0.5), frames, gt0), "weight_soup", seq, obj)
     if soup_only:
         print(f"{name} done, {time.time() - start:.0f} s", flush=True)
         continue
     save(logits0 + logits1, "logit_ensemble", seq, obj)
     for a in (0.5, 0.75):
-        save(track(mixed(base, a0, a), frames, gt0), f"wise_{a:g}", seq, obj)
-    save(track(adapt_to_sequence(base, seq, swa), frames, gt0), f"average_last_{average}", seq, obj)
+        save(track_logits(mixed(base, a0, a), frames, gt0), f"wise_{a:g}", seq, obj)
+    save(track_logits(adapt_to_sequence(base, seq, swa), frames, gt0), f"average_last_{average}", seq, obj)
     print(f"{name} done, {time.time() - start:.0f} s", flush=True)

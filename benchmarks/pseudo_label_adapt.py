@@ -15,14 +15,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import torch
+from first_frame_tracking import save_masks, single_object, track_logits
 
 import effsam2
 from effsam2.dtypes import resolve_dtype
 from effsam2.errors import Effsam2Error
 from effsam2.io.datasets import open_dataset
-from effsam2.io.frames import open_frames
-from effsam2.io.masks import save_label_png
 from effsam2.train.adapt import AdaptSettings, adapt_to_prompt, adapt_to_sequence, prompt_video
 
 data, names, out = sys.argv[1], sys.argv[2].split(","), Path(sys.argv[3])
@@ -37,26 +35,17 @@ second = replace(first, steps=steps2, lr=lr2, seed=1)
 
 def track(model, frames, gt0):
     """Masks (T, H, W) bool of ``model`` tracking ``frames`` from the first-frame mask."""
-    with torch.inference_mode():
-        pred = effsam2.VideoPredictor(model)
-        state = pred.init_state(frames)
-        pred.add_new_mask(state, 0, 1, gt0)
-        return torch.stack([lg[0, 0] > 0 for _, _, lg in pred.propagate_in_video(state)]).numpy()
+    return (track_logits(model, frames, gt0) > 0).numpy()
 
 
 def save(masks, variant, seq, obj):
-    folder = out / variant / seq.name
-    folder.mkdir(parents=True, exist_ok=True)
-    for i, f in enumerate(seq.frames):
-        save_label_png(folder / f"{f}.png", masks[i].astype(np.uint8) * obj)
+    save_masks(masks, out / variant, seq, obj)
 
 
 for name in names:
     start = time.time()
     seq = dataset.sequence(name)
-    obj = seq.object_ids[0]
-    gt0 = seq.gt_masks(seq.frames[0])[obj]
-    frames = open_frames([seq.image_path(f) for f in seq.frames])
+    obj, gt0, frames = single_object(seq)
     adapted = adapt_to_sequence(base, seq, first)
     masks = track(adapted, frames, gt0)
     save(masks, "pass1", seq, obj)
