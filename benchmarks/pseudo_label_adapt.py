@@ -33,22 +33,13 @@ first = AdaptSettings(dtype=resolve_dtype("auto", base.device))
 second = replace(first, steps=steps2, lr=lr2, seed=1)
 
 
-def track(model, frames, gt0):
-    """Masks (T, H, W) bool of ``model`` tracking ``frames`` from the first-frame mask."""
-    return (track_logits(model, frames, gt0) > 0).numpy()
-
-
-def save(masks, variant, seq, obj):
-    save_masks(masks, out / variant, seq, obj)
-
-
 for name in names:
     start = time.time()
     seq = dataset.sequence(name)
     obj, gt0, frames = single_object(seq)
     adapted = adapt_to_sequence(base, seq, first)
-    masks = track(adapted, frames, gt0)
-    save(masks, "pass1", seq, obj)
+    masks = (track_logits(adapted, frames, gt0) > 0).numpy()
+    save_masks(masks, out / "pass1", seq, obj)
     n = len(seq.frames)
     picks = sorted({round(i * (n - 1) / pseudo_count) for i in range(1, pseudo_count + 1)})
     pseudo = []
@@ -60,5 +51,5 @@ for name in names:
     truth = prompt_video(f"{name} frame 0", np.asarray(frames.get(0)), gt0, base.image_size)
     videos = [truth] * max(1, len(pseudo)) + pseudo
     readapted = adapt_to_prompt(adapted, videos, second).model
-    save(track(readapted, frames, gt0), "pass2", seq, obj)
+    save_masks((track_logits(readapted, frames, gt0) > 0).numpy(), out / "pass2", seq, obj)
     print(f"{name} done: pseudo frames {picks}, {len(pseudo)} used, {time.time() - start:.0f} s", flush=True)

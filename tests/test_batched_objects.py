@@ -47,4 +47,6 @@ def test_batched_objects_equal_one_at_a_time(dog, accel):
     dog_fraction = (single[3][2][0] > 0).float().mean().item()
     assert 0.01 < dog_fraction < 0.5  # the dog is tracked (not degenerate)
     worst = max((a - b).abs().max().item() for (_, _, a), (_, _, b) in zip(batched, single))
-    assert worst <= 1e-5, f"{accel}: batched vs one at a time, max |diff| {worst:.3g}"
+    # fp32 rounding only: a batch of objects takes other matmul kernels than one object (1.4e-5 on a CPU without
+    # AVX512-BF16, below 1e-5 on others); a mixed-up object or memory differs by whole logits
+    assert worst <= 1e-4, f"{accel}: batched vs one at a time, max |diff| {worst:.3g}"
