@@ -135,13 +135,14 @@ def adapt_to_prompt(model: SAM2Model, videos: list[TrainVideo], s: AdaptSettings
             raise Effsam2Error(f"adaptation frame of {video.name} is {video.frames.shape[2]}x{video.frames.shape[1]}; "
                                f"adapting at {size} needs {size}x{size} (prompt_video(..., size={size}))")
     losses: list[float] = []
-    copies = [_adapt_copy(model, videos, replace(s, seed=s.seed + i), size, i * s.steps, losses, on_step)
-              for i in range(s.seeds)]
-    adapted, params = copies[0]
-    if len(copies) > 1:  # a soup: the trained weights of the copies averaged, into the first
-        with torch.no_grad():
-            for i, p in enumerate(params):
-                p.copy_(torch.stack([c[1][i].float() for c in copies]).mean(0).to(p.dtype))
+    adapted, params = _adapt_copy(model, videos, s, size, 0, losses, on_step)
+    if s.seeds > 1:  # a soup: the trained weights of the copies averaged, into the first
+        totals = _zeros_like(params)
+        _add_into(totals, params)
+        for i in range(1, s.seeds):
+            _add_into(totals, _adapt_copy(model, videos, replace(s, seed=s.seed + i), size, i * s.steps,
+                                          losses, on_step)[1])
+        _set_mean(params, totals, s.seeds)
     if adapted.image_size != model.image_size:  # the adapted weights, tracking at the model's own size
         tracking = copy.deepcopy(model)
         tracking.load_state_dict(adapted.state_dict())
@@ -163,7 +164,7 @@ def _adapt_copy(model: SAM2Model, videos: list[TrainVideo], s: AdaptSettings, si
     optimizer = torch.optim.AdamW(params, lr=s.lr, weight_decay=0.0)
     clips = replace(ADAPT_CLIPS, frames=s.clip_frames)
     device = adapted.device
-    averaged = [torch.zeros_like(p, dtype=torch.float32) for p in params] if s.average_last else []
+    averaged = _zeros_like(params) if s.average_last else []
     adapted.train()
     with torch.inference_mode(False), torch.enable_grad():
         for step in range(s.steps):
@@ -180,14 +181,29 @@ def _adapt_copy(model: SAM2Model, videos: list[TrainVideo], s: AdaptSettings, si
             optimizer.step()
             losses.append(float(loss.total.detach()))
             if averaged and step >= s.steps - s.average_last:
-                for total, p in zip(averaged, params):
-                    total.add_(p.detach().float())
+                _add_into(averaged, params)
             if on_step is not None:
                 on_step(first_step + step, losses[-1])
-    with torch.no_grad():
-        for total, p in zip(averaged, params):
-            p.copy_(total / s.average_last)
+    if averaged:
+        _set_mean(params, averaged, s.average_last)
     return adapted, params
+
+
+def _zeros_like(params: list[torch.nn.Parameter]) -> list[torch.Tensor]:
+    """fp32 running sums, one per parameter."""
+    return [torch.zeros_like(p, dtype=torch.float32) for p in params]
+
+
+def _add_into(totals: list[torch.Tensor], params: list[torch.nn.Parameter]) -> None:
+    for total, p in zip(totals, params):
+        total.add_(p.detach().float())
+
+
+def _set_mean(params: list[torch.nn.Parameter], totals: list[torch.Tensor], count: int) -> None:
+    """Each parameter becomes its running sum divided by ``count``."""
+    with torch.no_grad():
+        for p, total in zip(params, totals):
+            p.copy_(total / count)
 
 
 def adapt_size(model: SAM2Model, s: AdaptSettings) -> int:
